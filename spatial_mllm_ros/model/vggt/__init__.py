@@ -4,6 +4,7 @@
 
 from .aggregator import VGGTAggregator
 from .config import (
+    HEAD_NAMES,
     CameraHeadConfig,
     DinoV2Config,
     DPTHeadConfig,
@@ -11,13 +12,27 @@ from .config import (
     VGGTConfig,
     vggt_config_from_spatial_config,
 )
+from .heads import CameraHead, DPTHead
+from .loading import HEAD_KEY_PREFIXES, SPATIAL_MLLM_PREFIX, load_vggt, predict_world_points
+from .model import VGGT
+from .pose import pose_encoding_to_extri_intri, quaternion_to_matrix
 
 __all__ = [
+    "HEAD_KEY_PREFIXES",
+    "HEAD_NAMES",
+    "SPATIAL_MLLM_PREFIX",
+    "VGGT",
+    "CameraHead",
     "CameraHeadConfig",
+    "DPTHead",
     "DPTHeadConfig",
     "DinoV2Config",
     "VGGTAggregator",
     "VGGTAggregatorConfig",
     "VGGTConfig",
+    "load_vggt",
+    "pose_encoding_to_extri_intri",
+    "predict_world_points",
+    "quaternion_to_matrix",
     "vggt_config_from_spatial_config",
 ]
