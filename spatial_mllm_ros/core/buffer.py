@@ -1,0 +1,400 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""Bounded, time-associating buffer of camera streams (RGB, depth, camera_info, poses).
+
+A ROS node calls the ``add_*`` methods straight from its subscription callbacks: each call is O(1)
+(validation, a deque append, byte accounting, eviction of the oldest entries), keeps a reference to the
+array it is given (no copy) and never raises for bad data: it returns a status string ("accepted" or the
+drop reason) and counts it. Association of RGB with depth, intrinsics and pose happens lazily when
+frames are asked for, so ingest stays cheap at 30 Hz per camera.
+
+Time handling, per stream (one RGB and one depth stream per camera, one pose track per camera plus a
+shared default track):
+
+* non-finite or negative stamp -> dropped ``invalid_stamp``;
+* stamp equal to the newest one -> dropped ``duplicate``;
+* stamp older than the newest by less than ``reset_jump`` -> dropped ``out_of_order``;
+* stamp older by ``reset_jump`` or more (bag loop, simulator reset) -> the whole buffer is cleared
+  (counted in ``resets`` and ``cleared_<kind>_reset``) and the message is accepted as the first of the
+  new timeline. Messages of the old timeline still in flight on other streams right after a reset
+  (a stamp ``reset_jump`` or more ahead of the newest accepted one) are dropped ``stale_after_reset``.
+
+Bounds: every camera's RGB and depth ring holds at most ``max_frames`` entries, each pose track at most
+``max_poses``; the image bytes held (RGB + depth, all cameras, measured on the memory each array keeps
+alive) stay at or below ``max_bytes`` by evicting the oldest image or depth entry first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from spatial_mllm_ros.core.frames import Frame
+from spatial_mllm_ros.core.geometry import interpolate_poses, intrinsics_problem, pose_problem
+
+ACCEPTED = "accepted"
+KINDS = ("image", "depth", "pose", "camera_info")
+DROP_REASONS = ("invalid_stamp", "invalid_data", "duplicate", "out_of_order", "too_large",
+                "stale_after_reset")
+REMOVAL_REASONS = ("capacity", "memory", "reset")
+
+
+def held_nbytes(array: np.ndarray) -> int:
+    """Bytes of memory an array keeps alive: its base buffer's size when it is a view."""
+    root = array
+    while isinstance(root, np.ndarray) and root.base is not None:
+        root = root.base
+    if isinstance(root, np.ndarray):
+        return int(root.nbytes)
+    try:
+        return int(memoryview(root).nbytes)
+    except TypeError:
+        return int(array.nbytes)
+
+
+@dataclass
+class _Stream:
+    """One time-ordered ring: entries are (stamp, payload, nbytes) tuples, oldest first."""
+
+    capacity: int
+    entries: deque = field(default_factory=deque)
+    newest: float | None = None  # kept after evictions; forgotten only on reset
+    nbytes: int = 0
+
+
+class FrameBuffer:
+    """Per-camera ring buffers of RGB, depth, intrinsics and poses with lazy nearest-stamp association.
+
+    Args:
+        max_frames: ring length per camera for RGB and for depth (entries).
+        max_bytes: bound on image memory held (RGB + depth, all cameras together).
+        max_poses: ring length per pose track.
+        depth_tolerance: largest |t_rgb - t_depth| (s) for a depth image to be paired with an RGB one.
+        pose_tolerance: largest distance (s) to a pose sample used without interpolation (track ends).
+        max_pose_gap: longest gap (s) between two pose samples that is interpolated across.
+        reset_jump: a stamp this many seconds behind its stream's newest one means the clock was reset.
+    """
+
+    def __init__(self, max_frames: int = 300, max_bytes: int = 512 * 1024 * 1024, max_poses: int = 10000,
+                 depth_tolerance: float = 0.02, pose_tolerance: float = 0.05, max_pose_gap: float = 0.5,
+                 reset_jump: float = 1.0) -> None:
+        if max_frames < 1 or max_poses < 2 or max_bytes < 1:
+            raise ValueError(f"buffer bounds must be positive (max_frames={max_frames}, "
+                             f"max_poses={max_poses} >= 2, max_bytes={max_bytes})")
+        if min(depth_tolerance, pose_tolerance, max_pose_gap) < 0 or reset_jump <= 0:
+            raise ValueError("tolerances must be >= 0 and reset_jump > 0")
+        self.max_frames = int(max_frames)
+        self.max_bytes = int(max_bytes)
+        self.max_poses = int(max_poses)
+        self.depth_tolerance = float(depth_tolerance)
+        self.pose_tolerance = float(pose_tolerance)
+        self.max_pose_gap = float(max_pose_gap)
+        self.reset_jump = float(reset_jump)
+        self._lock = threading.RLock()
+        self._images: dict[str, _Stream] = {}
+        self._depths: dict[str, _Stream] = {}
+        self._poses: dict[str | None, _Stream] = {}
+        self._intrinsics: dict[str, np.ndarray] = {}
+        self._counts: Counter = Counter()
+        self._nbytes = 0
+        self._newest_accepted: float | None = None
+        self._after_reset = False
+        self._fresh_streams: set[int] = set()
+
+    # ----------------------------------------------------------------------------------- ingest
+    def add_image(self, camera_id: str, stamp: float, rgb: np.ndarray, frame_id: str = "") -> str:
+        """Buffer an (H, W, 3) uint8 RGB image (kept by reference). Returns "accepted" or the drop reason."""
+        with self._lock:
+            self._counts["received_image"] += 1
+            if not (isinstance(rgb, np.ndarray) and rgb.ndim == 3 and rgb.shape[2] == 3
+                    and rgb.dtype == np.uint8 and rgb.size > 0):
+                return self._drop("image", "invalid_data")
+            stream = self._images.get(camera_id)
+            if stream is None:
+                stream = self._images[camera_id] = _Stream(self.max_frames)
+            return self._insert_image_like("image", stream, stamp, (rgb, str(frame_id)), held_nbytes(rgb))
+
+    def add_depth(self, camera_id: str, stamp: float, depth: np.ndarray, scale: float | None = None) -> str:
+        """Buffer an (H, W) depth image: float32 metres or uint16 units times ``scale`` metres.
+
+        ``scale`` defaults to 1.0 for float32 and 0.001 (millimetres) for uint16.
+        Returns "accepted" or the drop reason.
+        """
+        with self._lock:
+            self._counts["received_depth"] += 1
+            if not (isinstance(depth, np.ndarray) and depth.ndim == 2
+                    and depth.dtype in (np.float32, np.uint16) and depth.size > 0):
+                return self._drop("depth", "invalid_data")
+            if scale is None:
+                scale = 1.0 if depth.dtype == np.float32 else 0.001
+            if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+                return self._drop("depth", "invalid_data")
+            stream = self._depths.get(camera_id)
+            if stream is None:
+                stream = self._depths[camera_id] = _Stream(self.max_frames)
+            return self._insert_image_like("depth", stream, stamp, (depth, float(scale)), held_nbytes(depth))
+
+    def set_intrinsics(self, camera_id: str, intrinsics) -> str:
+        """Set the (3, 3) pinhole K of a camera (from camera_info; the latest one applies to all frames)."""
+        with self._lock:
+            self._counts["received_camera_info"] += 1
+            try:
+                k = np.array(intrinsics, dtype=np.float64).reshape(3, 3)
+            except (TypeError, ValueError):
+                return self._drop("camera_info", "invalid_data")
+            if intrinsics_problem(k):
+                return self._drop("camera_info", "invalid_data")
+            k.setflags(write=False)
+            self._intrinsics[camera_id] = k
+            self._counts["accepted_camera_info"] += 1
+            return ACCEPTED
+
+    def add_pose(self, stamp: float, pose: np.ndarray, camera_id: str | None = None) -> str:
+        """Buffer a (4, 4) camera-to-world pose (OpenCV camera axes) sample.
+
+        ``camera_id=None`` feeds the shared track used by every camera without a track of its own
+        (one camera, or poses already given per optical frame elsewhere). The pose is copied (64 floats).
+        Returns "accepted" or the drop reason.
+        """
+        with self._lock:
+            self._counts["received_pose"] += 1
+            try:
+                matrix = np.array(pose, dtype=np.float64)
+            except (TypeError, ValueError):
+                return self._drop("pose", "invalid_data")
+            if pose_problem(matrix):
+                return self._drop("pose", "invalid_data")
+            stream = self._poses.get(camera_id)
+            if stream is None:
+                stream = self._poses[camera_id] = _Stream(self.max_poses)
+            status = self._check_stamp("pose", stream, stamp)
+            if status != ACCEPTED:
+                return status
+            stream.entries.append((float(stamp), matrix, 0))
+            stream.newest = float(stamp)
+            self._note_accepted(stream, float(stamp))
+            self._counts["accepted_pose"] += 1
+            if len(stream.entries) > stream.capacity:
+                stream.entries.popleft()
+                self._counts["evicted_pose_capacity"] += 1
+            return ACCEPTED
+
+    # ----------------------------------------------------------------------------------- queries
+    def frames(self, camera_id: str | None = None, start: float | None = None, end: float | None = None,
+               require_depth: bool = False, require_pose: bool = False) -> list[Frame]:
+        """Buffered RGB frames (one camera, or all when None) with ``start <= stamp <= end``, time-sorted.
+
+        Each frame gets the depth image nearest in time (within ``depth_tolerance``), the camera's
+        latest intrinsics, and the pose interpolated at its stamp (slerp + lerp between the two
+        neighbouring samples, see :func:`~spatial_mllm_ros.core.geometry.interpolate_poses`), else None.
+        ``require_depth``/``require_pose`` leave out frames that got none.
+        """
+        with self._lock:
+            cameras = [camera_id] if camera_id is not None else sorted(self._images)
+            result: list[Frame] = []
+            for camera in cameras:
+                stream = self._images.get(camera)
+                if stream is None or not stream.entries:
+                    continue
+                entries = [e for e in stream.entries
+                           if (start is None or e[0] >= start) and (end is None or e[0] <= end)]
+                if not entries:
+                    continue
+                stamps = np.fromiter((e[0] for e in entries), dtype=np.float64, count=len(entries))
+                depths = self._associate_depth(camera, stamps)
+                poses, pose_ok = self._associate_pose(camera, stamps)
+                k = self._intrinsics.get(camera)
+                for i, (stamp, (rgb, frame_id), _) in enumerate(entries):
+                    depth = depths[i]
+                    if (require_depth and depth is None) or (require_pose and not pose_ok[i]):
+                        continue
+                    result.append(Frame(stamp=stamp, camera_id=camera, rgb=rgb,
+                                        depth=None if depth is None else depth[0],
+                                        depth_scale=1.0 if depth is None else depth[1], K=k,
+                                        pose=poses[i] if pose_ok[i] else None, frame_id=frame_id))
+            if camera_id is None and len(cameras) > 1:
+                result.sort(key=lambda f: (f.stamp, f.camera_id))
+            return result
+
+    def latest(self, camera_id: str | None = None) -> Frame | None:
+        """The newest buffered frame (of one camera, or of any), associated like :meth:`frames`."""
+        with self._lock:
+            cameras = [camera_id] if camera_id is not None else list(self._images)
+            newest = max(((self._images[c].entries[-1][0], c) for c in cameras
+                          if c in self._images and self._images[c].entries), default=None)
+            if newest is None:
+                return None
+            frames = self.frames(newest[1], start=newest[0], end=newest[0])
+            return frames[-1] if frames else None
+
+    def pose_at(self, stamp: float, camera_id: str | None = None) -> np.ndarray | None:
+        """The camera-to-world pose at ``stamp`` (interpolated), or None when no sample is close enough."""
+        with self._lock:
+            poses, ok = self._associate_pose(camera_id, np.array([float(stamp)]))
+            return poses[0] if ok[0] else None
+
+    def camera_ids(self) -> list[str]:
+        """Cameras that have buffered RGB frames."""
+        with self._lock:
+            return sorted(c for c, s in self._images.items() if s.entries)
+
+    def intrinsics(self, camera_id: str) -> np.ndarray | None:
+        """The latest K of a camera, or None."""
+        with self._lock:
+            return self._intrinsics.get(camera_id)
+
+    def __len__(self) -> int:
+        """Number of buffered RGB frames over all cameras."""
+        with self._lock:
+            return sum(len(s.entries) for s in self._images.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Image memory held now (RGB + depth), always <= ``max_bytes``."""
+        return self._nbytes
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Counts since construction, by kind (image, depth, pose, camera_info) and reason.
+
+        Keys: ``received_<kind>``, ``accepted_<kind>``, ``dropped_<kind>_<reason>``,
+        ``evicted_<kind>_capacity``, ``evicted_<kind>_memory``, ``cleared_<kind>_reset``, ``resets``,
+        plus ``held_<kind>`` (entries buffered now) and ``held_bytes``.
+
+        For every kind: received = accepted + sum of dropped; for image/depth/pose: held = accepted -
+        evicted - cleared.
+        """
+        with self._lock:
+            out = {"resets": self._counts["resets"]}
+            for kind in KINDS:
+                out[f"received_{kind}"] = self._counts[f"received_{kind}"]
+                out[f"accepted_{kind}"] = self._counts[f"accepted_{kind}"]
+                for reason in DROP_REASONS:
+                    out[f"dropped_{kind}_{reason}"] = self._counts[f"dropped_{kind}_{reason}"]
+                if kind != "camera_info":
+                    for reason in ("capacity", "memory"):
+                        out[f"evicted_{kind}_{reason}"] = self._counts[f"evicted_{kind}_{reason}"]
+                    out[f"cleared_{kind}_reset"] = self._counts[f"cleared_{kind}_reset"]
+            out["held_image"] = sum(len(s.entries) for s in self._images.values())
+            out["held_depth"] = sum(len(s.entries) for s in self._depths.values())
+            out["held_pose"] = sum(len(s.entries) for s in self._poses.values())
+            out["held_bytes"] = self._nbytes
+            return out
+
+    def clear(self) -> None:
+        """Forget all buffered data and stream clocks (intrinsics and counters are kept)."""
+        with self._lock:
+            self._clear_streams(count_as=None)
+
+    # ----------------------------------------------------------------------------------- internals
+    def _drop(self, kind: str, reason: str) -> str:
+        self._counts[f"dropped_{kind}_{reason}"] += 1
+        return reason
+
+    def _check_stamp(self, kind: str, stream: _Stream, stamp) -> str:
+        """ACCEPTED, a drop reason (counted), or ACCEPTED after a clock reset cleared the buffer."""
+        if not isinstance(stamp, (int, float, np.floating, np.integer)) or not math.isfinite(stamp) \
+                or stamp < 0:
+            return self._drop(kind, "invalid_stamp")
+        stamp = float(stamp)
+        if stream.newest is None:
+            if (self._after_reset and id(stream) not in self._fresh_streams
+                    and self._newest_accepted is not None
+                    and stamp >= self._newest_accepted + self.reset_jump):
+                return self._drop(kind, "stale_after_reset")
+            return ACCEPTED
+        if stamp == stream.newest:
+            return self._drop(kind, "duplicate")
+        if stamp < stream.newest:
+            if stream.newest - stamp < self.reset_jump:
+                return self._drop(kind, "out_of_order")
+            self._clear_streams(count_as="reset")
+        return ACCEPTED
+
+    def _note_accepted(self, stream: _Stream, stamp: float) -> None:
+        if self._after_reset:
+            self._fresh_streams.add(id(stream))
+        if self._newest_accepted is None or stamp > self._newest_accepted:
+            self._newest_accepted = stamp
+
+    def _insert_image_like(self, kind: str, stream: _Stream, stamp, payload: tuple, nbytes: int) -> str:
+        if nbytes > self.max_bytes:
+            return self._drop(kind, "too_large")
+        status = self._check_stamp(kind, stream, stamp)
+        if status != ACCEPTED:
+            return status
+        stamp = float(stamp)
+        stream.entries.append((stamp, payload, nbytes))
+        stream.newest = stamp
+        stream.nbytes += nbytes
+        self._nbytes += nbytes
+        self._note_accepted(stream, stamp)
+        self._counts[f"accepted_{kind}"] += 1
+        if len(stream.entries) > stream.capacity:
+            self._evict_oldest(kind, stream, "capacity")
+        while self._nbytes > self.max_bytes:
+            self._evict_globally_oldest()
+        return ACCEPTED
+
+    def _evict_oldest(self, kind: str, stream: _Stream, reason: str) -> None:
+        _, _, nbytes = stream.entries.popleft()
+        stream.nbytes -= nbytes
+        self._nbytes -= nbytes
+        self._counts[f"evicted_{kind}_{reason}"] += 1
+
+    def _evict_globally_oldest(self) -> None:
+        """Evict the oldest image or depth entry of any camera (memory bound)."""
+        oldest = None
+        for kind, streams in (("image", self._images), ("depth", self._depths)):
+            for stream in streams.values():
+                if stream.entries and (oldest is None or stream.entries[0][0] < oldest[0]):
+                    oldest = (stream.entries[0][0], kind, stream)
+        if oldest is None:  # cannot happen while _nbytes > 0; guard against a stuck loop
+            self._nbytes = 0
+            return
+        self._evict_oldest(oldest[1], oldest[2], "memory")
+
+    def _clear_streams(self, count_as: str | None) -> None:
+        for kind, streams in (("image", self._images), ("depth", self._depths), ("pose", self._poses)):
+            for stream in streams.values():
+                if count_as is not None:
+                    self._counts[f"cleared_{kind}_{count_as}"] += len(stream.entries)
+                stream.entries.clear()
+                stream.newest = None
+                stream.nbytes = 0
+        self._nbytes = 0
+        self._newest_accepted = None
+        self._fresh_streams.clear()
+        self._after_reset = count_as is not None
+        if count_as is not None:
+            self._counts["resets"] += 1
+
+    def _associate_depth(self, camera_id: str, stamps: np.ndarray) -> list[tuple | None]:
+        stream = self._depths.get(camera_id)
+        if stream is None or not stream.entries:
+            return [None] * stamps.size
+        entries = list(stream.entries)
+        depth_stamps = np.fromiter((e[0] for e in entries), dtype=np.float64, count=len(entries))
+        right = np.clip(np.searchsorted(depth_stamps, stamps), 0, depth_stamps.size - 1)
+        left = np.clip(right - 1, 0, depth_stamps.size - 1)
+        left_closer = np.abs(depth_stamps[left] - stamps) <= np.abs(depth_stamps[right] - stamps)
+        nearest = np.where(left_closer, left, right)
+        close = np.abs(depth_stamps[nearest] - stamps) <= self.depth_tolerance
+        return [entries[j][1] if ok else None for j, ok in zip(nearest.tolist(), close.tolist(), strict=True)]
+
+    def _associate_pose(self, camera_id: str | None, stamps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        stream = self._poses.get(camera_id) if camera_id in self._poses else self._poses.get(None)
+        if stream is None or not stream.entries:
+            return np.full((stamps.size, 4, 4), np.nan), np.zeros(stamps.size, dtype=bool)
+        pose_stamps = np.fromiter((e[0] for e in stream.entries), dtype=np.float64, count=len(stream.entries))
+        # Only the samples around the queried span are needed for the rotation fit.
+        margin = max(self.max_pose_gap, self.pose_tolerance)
+        lo = max(int(np.searchsorted(pose_stamps, stamps.min() - margin)) - 1, 0)
+        hi = min(int(np.searchsorted(pose_stamps, stamps.max() + margin)) + 1, pose_stamps.size)
+        window = np.stack([entry[1] for entry in itertools.islice(stream.entries, lo, hi)])
+        return interpolate_poses(pose_stamps[lo:hi], window, stamps, self.max_pose_gap, self.pose_tolerance)
