@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from safetensors.torch import load_file, save_file
 
 from spatial_mllm_ros.model.vggt import (
     SPATIAL_MLLM_PREFIX,
+    VGGT,
     VGGTAggregator,
     VGGTAggregatorConfig,
     VGGTConfig,
@@ -272,3 +274,67 @@ def test_predict_world_points_on_uint8_frames(heads_case):
         predict_world_points(model, frames.astype(np.float32))
     with pytest.raises(ValueError, match="'point' head"):
         predict_world_points(load_vggt(folder / "model.safetensors", config, heads=()), frames)
+
+
+def test_chunked_dense_heads_and_unbatched_input(heads_case):
+    folder, config, _, images, expected, _ = heads_case
+    chunked = dataclasses.replace(
+        config,
+        depth_head=dataclasses.replace(config.depth_head, frames_chunk_size=3),
+        point_head=dataclasses.replace(config.point_head, frames_chunk_size=1),
+    )
+    model = load_vggt(folder / "model.safetensors", chunked, heads=("depth", "point"))
+    with torch.no_grad():
+        predictions = model(images[0])  # [S, 3, H, W]: a batch of one is added
+    assert set(predictions) == {"depth", "depth_conf", "world_points", "world_points_conf"}
+    _assert_close(predictions["depth"], expected["depth"], "depth (chunks of 3 frames)")
+    _assert_close(predictions["world_points_conf"], expected["world_points_conf"], "conf (chunks of 1)")
+
+
+def test_bfloat16_aggregator_stays_close(heads_case):
+    folder, config, model, images, *_ = heads_case
+    bf16 = load_vggt(folder / "model.safetensors", config, heads=(), dtype=torch.bfloat16)
+    with torch.no_grad():
+        reference = model.aggregator(images)[0][-1]
+        layer = bf16.aggregator(images.to(torch.bfloat16))[0][-1]
+    assert layer.dtype == torch.bfloat16
+    cosine = torch.nn.functional.cosine_similarity(layer.float().flatten(), reference.flatten(), dim=0)
+    assert cosine > 0.99
+
+
+def test_full_size_structure_on_meta_device():
+    with torch.device("meta"):
+        model = VGGT(VGGTConfig())
+
+    def millions(module):
+        return sum(p.numel() for p in module.parameters()) / 1e6
+
+    assert millions(model.aggregator) == pytest.approx(909.11, abs=0.01)
+    assert millions(model.aggregator.patch_embed) == pytest.approx(304.37, abs=0.01)  # DINOv2 ViT-L/14-reg
+    assert millions(model.camera_head) == pytest.approx(216.17, abs=0.01)
+    assert millions(model.depth_head) == pytest.approx(32.65, abs=0.01)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["aggregator.patch_embed.pos_embed"] == (1, 1370, 1024)
+    assert shapes["aggregator.camera_token"] == (1, 2, 1, 1024)
+    assert shapes["aggregator.register_token"] == (1, 2, 4, 1024)
+    assert shapes["aggregator.global_blocks.23.attn.q_norm.weight"] == (64,)
+    assert shapes["camera_head.poseLN_modulation.1.weight"] == (6144, 2048)
+    assert shapes["depth_head.projects.3.weight"] == (1024, 2048, 1, 1)
+    assert shapes["point_head.scratch.output_conv2.2.weight"] == (4, 32, 1, 1)
+
+
+@pytest.mark.gpu
+def test_heads_fixture_on_cuda(heads_case):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    folder, config, _, images, expected, _ = heads_case
+    model = load_vggt(folder / "model.safetensors", config, device="cuda")
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions would cost ~1e-3 relative accuracy
+    try:
+        with torch.no_grad():
+            predictions = model(images.cuda())
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    _assert_close(predictions["pose_enc"].cpu(), expected["pose_enc"], "pose_enc (cuda)", atol=1e-3)
+    _assert_close(predictions["depth_conf"].cpu(), expected["depth_conf"], "depth_conf (cuda)", atol=1e-3)
