@@ -29,14 +29,14 @@ from spatial_mllm_ros.core.prompts import (
 KINDS = ("choice", "number", "text", "none")
 
 # What a bare number means per numeric task: VSI-Bench asks distances in metres, object sizes in
-# centimetres and room sizes in square metres.
+# centimetres and room sizes in square metres (and its ground truth uses the same units).
 _TASK_DIMENSION = {
     "object_counting": "count",
     "object_abs_distance": "length",
     "object_size_estimation": "length",
     "room_size_estimation": "area",
 }
-_TASK_DEFAULT_UNIT = {
+VSIBENCH_UNITS = {
     "object_counting": "count",
     "object_abs_distance": "m",
     "object_size_estimation": "cm",
@@ -186,7 +186,7 @@ def parse_answer(
     unit = default_unit
     backticks_mm = default_unit is None and _TASK_DIMENSION[task] == "length"
     if unit is None:
-        unit = _TASK_DEFAULT_UNIT[task]
+        unit = VSIBENCH_UNITS[task]
     if UNITS[unit][0] != _TASK_DIMENSION[task]:
         raise ValueError(f"unit {unit!r} does not measure a {_TASK_DIMENSION[task]} ({task})")
     return _parse_number(cleaned, _TASK_DIMENSION[task], unit, backticks_mm=backticks_mm, task=task)
@@ -240,7 +240,7 @@ def _parse_choice(text: str, task: str, options: Sequence[str] | None) -> Parsed
     value, unit = math.nan, ""
     dimension = _TASK_DIMENSION.get(task)
     if texts and dimension:
-        number = _parse_number(_clean(texts[index]), dimension, _TASK_DEFAULT_UNIT[task], backticks_mm=False)
+        number = _parse_number(_clean(texts[index]), dimension, VSIBENCH_UNITS[task], backticks_mm=False)
         value, unit = number.value, number.unit
     return ParsedAnswer("choice", choice_letter=letter, choice_index=index, value=value, unit=unit, text=text)
 

@@ -1,0 +1,149 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""VSI-Bench metrics against hand-computed values, including threshold edges and bad predictions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spatial_mllm_ros.core.metrics import (
+    MRA_THRESHOLDS,
+    aggregate_vsibench,
+    exact_choice_accuracy,
+    ground_truth_letter,
+    mean_relative_accuracy,
+    score_question,
+)
+
+# (prediction, ground truth, MRA): relative error e meets threshold theta when e <= 1 - theta,
+# so MRA = #{theta in 0.50..0.95 : theta <= 1 - e} / 10.
+MRA_TABLE = [
+    (10.0, 10.0, 1.0),        # e = 0
+    (10.5, 10.0, 1.0),        # e = 0.05: edge of theta = 0.95, counts
+    (10.6, 10.0, 0.9),        # e = 0.06: theta <= 0.94
+    (11.0, 10.0, 0.9),        # e = 0.10: edge of theta = 0.90
+    (0.55, 0.5, 0.9),         # e = 0.1, float subtraction gives 0.10000000000000009: still counts
+    (13.0, 10.0, 0.5),        # e = 0.30: thetas 0.50..0.70
+    (1.3, 1.0, 0.5),          # same, 1.3 - 1.0 = 0.30000000000000004 in floats
+    (7.0, 10.0, 0.5),         # under-estimate by 30 %
+    (14.0, 10.0, 0.3),        # e = 0.40: thetas 0.50, 0.55, 0.60
+    (0.75, 0.5, 0.1),         # e = 0.50 exactly: only theta = 0.50
+    (15.0, 10.0, 0.1),
+    (5.0, 10.0, 0.1),
+    (2.25, 1.5, 0.1),
+    (15.01, 10.0, 0.0),       # just past the last edge
+    (16.0, 10.0, 0.0),
+    (0.0, 10.0, 0.0),         # e = 1
+    (-5.0, 10.0, 0.0),        # negative prediction: e = 1.5
+    (-10.0, 10.0, 0.0),
+    (0.0, 0.0, 1.0),          # zero ground truth: only an exact zero scores
+    (0.1, 0.0, 0.0),
+    (-0.1, 0.0, 0.0),
+    (math.nan, 10.0, 0.0),
+    (math.inf, 10.0, 0.0),
+    (-math.inf, 10.0, 0.0),
+    (None, 10.0, 0.0),
+]
+
+
+def test_there_are_ten_thresholds_from_050_to_095():
+    assert MRA_THRESHOLDS == (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+
+
+@pytest.mark.parametrize(("pred", "gt", "expected"), MRA_TABLE)
+def test_mean_relative_accuracy_table(pred, gt, expected):
+    assert mean_relative_accuracy(pred, gt) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("gt", [-1.0, math.nan, math.inf])
+def test_bad_ground_truth_is_an_error(gt):
+    with pytest.raises(ValueError, match="ground truth"):
+        mean_relative_accuracy(1.0, gt)
+
+
+def test_exact_choice_accuracy():
+    assert exact_choice_accuracy("b", "B") == 1.0
+    assert exact_choice_accuracy("C", "B") == 0.0
+    assert exact_choice_accuracy("", "B") == 0.0
+    assert exact_choice_accuracy(None, "B") == 0.0
+
+
+def test_ground_truth_letter_forms():
+    options = ["A. left", "B. right"]
+    assert [ground_truth_letter(g, options) for g in ("B", "b", "B.", "(B)", "right")] == ["B"] * 5
+    with pytest.raises(ValueError, match="neither"):
+        ground_truth_letter("back", options)
+
+
+SCORES = [
+    ("object_size_estimation", "75 cm", "75", 1.0),         # ground truth in centimetres
+    ("object_size_estimation", "0.9 m", "75", 0.7),          # e = 0.2
+    ("object_size_estimation", "75", "75", 1.0),             # bare number: centimetres
+    ("object_abs_distance", "2 meters", "2.5", 0.7),
+    ("object_abs_distance", "250 cm", 2.5, 1.0),
+    ("object_abs_distance", "I cannot tell", "2.5", 0.0),
+    ("object_counting", "three", "3", 1.0),
+    ("object_counting", "4", "3", 0.4),                      # e = 1/3: thetas 0.50..0.65
+    ("room_size_estimation", "5 x 4 m", "20", 1.0),
+    ("room_size_estimation", "30 square meters", "20", 0.1),
+    ("object_rel_distance", "The answer is B", "B", 1.0),
+    ("object_rel_distance", "C. table", "B", 0.0),
+    ("object_rel_direction_easy", "right", "B", 1.0),
+    ("obj_appearance_order", "garbage", "A", 0.0),
+]
+
+
+@pytest.mark.parametrize(("task", "prediction", "gt", "expected"), SCORES)
+def test_score_question(task, prediction, gt, expected):
+    options = ["A. left", "B. right"] if task == "object_rel_direction_easy" else None
+    assert score_question(task, prediction, gt, options) == pytest.approx(expected, abs=1e-12)
+
+
+def test_strict_vsibench_scoring_uses_the_first_token():
+    assert score_question("object_rel_distance", "b. sofa", "B", strict_vsibench=True) == 1.0
+    assert score_question("object_rel_distance", "The answer is B", "B", strict_vsibench=True) == 0.0
+    assert score_question("object_counting", "3.", "3", strict_vsibench=True) == 1.0
+    assert score_question("object_counting", "three", "3", strict_vsibench=True) == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        score_question("object_counting", "3", "-3", strict_vsibench=True)
+
+
+def test_score_question_rejects_bad_input():
+    with pytest.raises(ValueError, match="no VSI-Bench score"):
+        score_question("open", "3", "3")
+    with pytest.raises(ValueError, match="not a number"):
+        score_question("object_counting", "3", "three")
+
+
+def test_aggregate_averages_direction_levels_and_tasks():
+    rows = [
+        {"question_type": "object_counting", "score": 1.0},
+        {"question_type": "object_counting", "score": 0.0},
+        {"question_type": "object_rel_direction_easy", "score": 1.0},
+        {"question_type": "object_rel_direction_easy", "score": 1.0},
+        {"question_type": "object_rel_direction_medium", "score": 0.0},
+        {"question_type": "object_rel_direction_hard", "score": 1.0},
+        {"question_type": "object_rel_direction_hard", "score": math.nan},  # counts as 0
+        {"question_type": "room_size_estimation", "prediction": "26 m^2", "ground_truth": "20"},  # e=0.3
+    ]
+    result = aggregate_vsibench(rows)
+    # levels: easy 1.0, medium 0.0, hard 0.5 -> 0.5 (a pooled mean would give 3/5 = 0.6)
+    assert result == pytest.approx(
+        {"object_counting": 0.5, "room_size_estimation": 0.5, "object_rel_direction": 0.5, "overall": 0.5}
+    )
+    assert list(result) == ["object_counting", "room_size_estimation", "object_rel_direction", "overall"]
+
+
+def test_aggregate_overall_is_the_mean_of_task_scores_not_questions():
+    rows = [{"question_type": "object_counting", "score": 1.0}] * 9 + [
+        {"question_type": "route_planning", "score": 0.0}
+    ]
+    assert aggregate_vsibench(rows)["overall"] == 0.5
+
+
+def test_aggregate_edge_cases():
+    assert math.isnan(aggregate_vsibench([])["overall"])
+    with pytest.raises(ValueError, match="unknown question_type"):
+        aggregate_vsibench([{"id": 7, "question_type": "counting", "score": 1.0}])
