@@ -229,6 +229,9 @@ def test_bad_checkpoints_are_refused_naming_the_key(heads_case, tmp_path):
     with pytest.raises(ValueError, match=r"shape mismatch .*aggregator\.camera_token \[1, 2, 1, 64\]"):
         load_vggt(folder / "model.safetensors", heads=())
 
+    with pytest.raises(ValueError, match="no checkpoint key starts with the prefix 'spatial_encoder"):
+        load_vggt(state, config, prefix=SPATIAL_MLLM_PREFIX)
+
     pickle_file = tmp_path / "pytorch_model.bin"
     pickle_file.write_bytes(b"not read")
     with pytest.raises(ValueError, match="pickle"):

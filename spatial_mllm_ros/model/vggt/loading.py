@@ -150,6 +150,8 @@ def load_vggt(
         if k in found and source.shapes[found[k]] != shape
     ]
     problems = []
+    if not found and not ignored and not unexpected:
+        problems.append(f"no checkpoint key starts with the prefix {prefix!r}")
     if missing:
         problems.append(f"missing keys ({len(missing)}): {_summarise(missing)}")
     if unexpected:
