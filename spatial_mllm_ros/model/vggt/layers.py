@@ -87,7 +87,11 @@ class RotaryPositionEmbedding2D(nn.Module):
 
 def patch_positions(batch: int, rows: int, cols: int, num_special: int, device: torch.device) -> Tensor:
     """RoPE positions [batch, num_special + rows*cols, 2]: special tokens at (0, 0), patches at (r+1, c+1)."""
-    grid = torch.cartesian_prod(torch.arange(rows, device=device), torch.arange(cols, device=device)) + 1
+    # meshgrid rather than cartesian_prod: same values, and ONNX export supports it
+    row, col = torch.meshgrid(
+        torch.arange(rows, device=device), torch.arange(cols, device=device), indexing="ij"
+    )
+    grid = torch.stack((row.reshape(-1), col.reshape(-1)), dim=-1) + 1
     special = torch.zeros(num_special, 2, dtype=grid.dtype, device=device)
     return torch.cat([special, grid], dim=0)[None].expand(batch, -1, -1)
 

@@ -1,0 +1,522 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""The spatial question-answering pipeline: frames + a question in, a typed :class:`Answer` out.
+
+Stages (each timed): select frames (``core.selection``), prepare them as Qwen video patches plus
+VGGT input at the same resolution with their real timing (``model.preprocessing``), encode them
+(a :mod:`~spatial_mllm_ros.engine.backends` backend, through the visual-feature cache), build the
+upstream prompt and chat input (``core.prompts``, ``model.tokenizer``), generate greedily with the
+language model on torch (``generate(fused_video_embeds=...)``), parse the text into a choice or an
+SI number (``core.answers``).
+
+Several questions about the same frames (``ask_many``) share one selection, one encoding and one
+left-padded ``generate`` call. ``ask`` never raises on bad input: a rejected question comes back
+as an :class:`Answer` with ``error`` set, which is what a ROS service needs. The model is used
+under a lock, so one ``SpatialQA`` can serve several callbacks/threads.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spatial_mllm_ros.core.answers import parse_answer
+from spatial_mllm_ros.core.frames import Frame
+from spatial_mllm_ros.core.prompts import OPEN_TASK_TYPE, TASK_TYPES, build_prompt, infer_task_type
+from spatial_mllm_ros.core.selection import Selection, make_selector
+from spatial_mllm_ros.engine.answer import Answer
+from spatial_mllm_ros.engine.backends import VisualBackend, make_backend
+from spatial_mllm_ros.engine.cache import FeatureCache, FeatureKey
+
+NO_MODEL = "no model loaded"
+EMPTY_BUFFER = "empty buffer"
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+DEFAULT_CACHE_BYTES = 256 << 20
+DEFAULT_MAX_PIXELS = 768 * 28 * 28
+MAX_QUESTION_CHARS = 4000
+MAX_OPTIONS = 26
+QUESTION_FIELDS = ("question", "options", "task_type", "query_id")
+# Qwen2 special tokens (the real vocabulary; tiny checkpoints keep it): stop and padding.
+ENDOFTEXT_ID = 151643
+IM_END_ID = 151645
+FIRST_SPECIAL_ID = 151643
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+def default_export_dir() -> Path:
+    """Where exported ONNX graphs and TensorRT engines go unless told otherwise."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "spatial_mllm_ros"
+
+
+def model_fingerprint(model_dir: Path) -> str:
+    """Short id of a checkpoint directory: name + hash of its config and weight files' sizes/mtimes."""
+    digest = hashlib.sha256()
+    for path in sorted(model_dir.iterdir()):
+        if path.suffix in (".json", ".safetensors") and path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+            if path.name == "config.json":
+                digest.update(path.read_bytes())
+    return f"{model_dir.name}@{digest.hexdigest()[:12]}"
+
+
+@dataclass
+class _Question:
+    """One validated question."""
+
+    question: str
+    options: list[str] | None
+    task_type: str
+    prompt: str
+    query_id: str
+
+
+@dataclass
+class _Encoded:
+    """One frame set, prepared and encoded."""
+
+    selection: Selection
+    stamps: list[float]
+    camera_ids: list[str]
+    fused: torch.Tensor  # [N_video_tokens, hidden]
+    video_grid_thw: torch.Tensor  # [1, 3]
+    second_per_grid_ts: torch.Tensor  # [1]
+    num_video_tokens: int
+    selection_ms: float
+    prepare_ms: float
+    encode_ms: float
+    cache_hit: bool
+
+
+class SpatialQA:
+    """Visual-spatial question answering over a list of frames.
+
+    Args:
+        model_dir: local Spatial-MLLM checkpoint directory, or None (every ask answers "no model loaded").
+        backend: visual encoder backend: "torch", "onnxruntime" or "tensorrt" (LLM always on torch).
+        device: "cpu" or "cuda[:N]".
+        dtype: "float32", "bfloat16" or "float16".
+        selector: frame selector name (``core.selection.make_selector``); ``selector_params`` its options.
+        max_frames: default number of frames shown to the model.
+        max_new_tokens: default generation length.
+        cache_bytes: bound of the visual-feature cache (0 disables it).
+        max_pixels / min_pixels: per-frame pixel budget of Qwen's resize (upstream 768*28*28).
+        export_dir: where ONNX graphs / TensorRT engines are written (default ``~/.cache/spatial_mllm_ros``).
+        max_batch: at most this many questions per ``generate`` call.
+        backend_options: extra keyword arguments of the backend (e.g. ``providers`` for onnxruntime).
+
+    Raises ValueError / FileNotFoundError for a bad configuration (unknown backend, dtype, missing
+    checkpoint), at construction time, so that a node fails fast at start-up.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path | None,
+        backend: str = "torch",
+        device: str = "cpu",
+        dtype: str = "float32",
+        selector: str = "space_aware",
+        max_frames: int = 16,
+        max_new_tokens: int = 16,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        *,
+        selector_params: Mapping[str, Any] | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_pixels: int | None = None,
+        export_dir: str | Path | None = None,
+        max_batch: int = 8,
+        backend_options: Mapping[str, Any] | None = None,
+    ):
+        if dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
+        if max_frames < 1 or max_new_tokens < 1 or max_batch < 1:
+            raise ValueError("max_frames, max_new_tokens and max_batch must be >= 1")
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype]
+        self.max_frames = int(max_frames)
+        self.max_new_tokens = int(max_new_tokens)
+        self.max_pixels = int(max_pixels)
+        self.min_pixels = min_pixels
+        self.max_batch = int(max_batch)
+        self.selector_name = selector
+        self.selector = make_selector(selector, **dict(selector_params or {}))
+        self.cache = FeatureCache(cache_bytes)
+        self.model_id = ""
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.backend: VisualBackend | None = None
+        self._lock = threading.RLock()
+        if model_dir is None:
+            return
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"no Spatial-MLLM checkpoint at {model_dir} (config.json missing)")
+        from spatial_mllm_ros.model.modeling_spatial_mllm import SpatialMLLMForConditionalGeneration
+        from spatial_mllm_ros.model.tokenizer import load_qwen_tokenizer
+
+        self.model_id = model_fingerprint(model_dir)
+        self.model = SpatialMLLMForConditionalGeneration.from_pretrained(
+            model_dir, dtype=self.dtype, device=self.device
+        ).eval()
+        self.tokenizer = load_qwen_tokenizer()
+        self.backend = make_backend(
+            backend, self.model, Path(export_dir) if export_dir else default_export_dir() / "onnx",
+            model_id=self.model_id, **dict(backend_options or {}),
+        )
+        self._eos_ids, self._pad_id = self._special_ids()
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def model_loaded(self) -> bool:
+        """True when a checkpoint is loaded."""
+        return self.model is not None
+
+    @property
+    def backend_name(self) -> str:
+        """The visual backend's name ("torch-cpu", "onnxruntime-cpu", "tensorrt-fp16"), "" without a model."""
+        return self.backend.name if self.backend is not None else ""
+
+    def ask(
+        self,
+        frames: Sequence[Frame],
+        question: str,
+        options: Sequence[str] | None = None,
+        task_type: str | None = None,
+        max_frames: int | None = None,
+        query_id: str | None = None,
+    ) -> Answer:
+        """Answer one question about ``frames`` (never raises: problems come back in ``Answer.error``)."""
+        return self.ask_many(
+            frames,
+            [{"question": question, "options": options, "task_type": task_type, "query_id": query_id}],
+            max_frames=max_frames,
+        )[0]
+
+    def ask_many(
+        self, frames: Sequence[Frame], questions: Sequence[Mapping[str, Any]], max_frames: int | None = None
+    ) -> list[Answer]:
+        """Answer several questions about the same frames: one selection, one encoding, batched generation.
+
+        Each question is a mapping with "question" and optionally "options", "task_type", "query_id".
+        Returns one :class:`Answer` per question, in order (bad questions get an error, the rest run).
+        """
+        started = time.perf_counter()
+        if not isinstance(questions, Sequence) or isinstance(questions, (str, bytes)):
+            return [Answer.failure(f"questions must be a list of dicts, got {type(questions).__name__}")]
+        parsed: list[_Question | Answer] = [self._validate_question(q) for q in questions]
+        valid = [q for q in parsed if isinstance(q, _Question)]
+        if not valid:
+            return [q for q in parsed if isinstance(q, Answer)]
+        problem = self._check_common(frames, max_frames)
+        if problem:
+            return [self._fail(problem, q) if isinstance(q, _Question) else q for q in parsed]
+        k = int(max_frames if max_frames is not None else self.max_frames)
+        try:
+            with self._lock:
+                if not self.model_loaded:  # closed meanwhile
+                    return [self._fail(NO_MODEL, q) if isinstance(q, _Question) else q for q in parsed]
+                encoded = self._select_and_encode(list(frames), k)
+                texts: list[tuple[str, float]] = []
+                generate_ms = 0.0
+                for start in range(0, len(valid), self.max_batch):
+                    chunk = valid[start : start + self.max_batch]
+                    t0 = time.perf_counter()
+                    texts += self._generate(encoded, [q.prompt for q in chunk], self.max_new_tokens)
+                    generate_ms += _ms(time.perf_counter() - t0)
+        except ValueError as error:
+            return [self._fail(str(error), q) if isinstance(q, _Question) else q for q in parsed]
+        except Exception as error:  # a failure inside the model must not take a node down
+            message = f"inference failed: {type(error).__name__}: {error}"
+            return [self._fail(message, q) if isinstance(q, _Question) else q for q in parsed]
+        results = iter(texts)
+        answers = []
+        for item in parsed:
+            if isinstance(item, Answer):
+                answers.append(item)
+                continue
+            text, confidence = next(results)
+            answers.append(self._make_answer(item, text, confidence, encoded, generate_ms, started))
+        return answers
+
+    def generate_text(
+        self, frames: Sequence[Frame], prompts: Sequence[str], max_new_tokens: int | None = None
+    ) -> list[str]:
+        """Raw greedy generation for several prompts on ONE frame set, used as given (no selection).
+
+        The frames are shown in the given order (sorted by stamp); the prompts are complete user
+        texts (no template added). Raises ValueError on bad input or without a model.
+        """
+        if not self.model_loaded:
+            raise ValueError(NO_MODEL)
+        problem = self._check_frames(frames)
+        if problem:
+            raise ValueError(problem)
+        if isinstance(prompts, str) or not prompts or not all(isinstance(p, str) and p.strip()
+                                                               for p in prompts):
+            raise ValueError("prompts must be a non-empty list of non-empty strings")
+        with self._lock:
+            given = Selection(indices=list(range(len(frames))), method="given", candidates=len(frames))
+            encoded = self._prepare_and_encode(list(frames), given, 0.0)
+            tokens = int(max_new_tokens or self.max_new_tokens)
+            texts: list[str] = []
+            for start in range(0, len(prompts), self.max_batch):
+                chunk = list(prompts[start : start + self.max_batch])
+                texts += [text for text, _ in self._generate(encoded, chunk, tokens)]
+        return texts
+
+    def warmup(self, frames: Sequence[Frame] | None = None) -> None:
+        """Run the model once so that the first real question is not slow.
+
+        With ``frames``: a full question on them (also exports/builds the backend's graph for their
+        frame count and resolution). Without: a one-token text-only generation (LLM kernels only).
+        """
+        if not self.model_loaded:
+            return
+        if frames:
+            self.ask(frames, "How many chairs are in this room?", max_frames=len(frames))
+            return
+        with self._lock, torch.inference_mode():
+            ids = self._chat_ids("Hello", 0)
+            self.model.generate(
+                input_ids=torch.tensor([ids], device=self.device), max_new_tokens=1, do_sample=False,
+                pad_token_id=self._pad_id,
+            )
+
+    def close(self) -> None:
+        """Free the model, the backend's sessions/engines and the feature cache."""
+        with self._lock:
+            if self.backend is not None:
+                self.backend.close()
+            self.backend = None
+            self.model = None
+            self.cache.clear()
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ validation
+    def _fail(self, error: str, question: _Question | None = None) -> Answer:
+        if question is None:
+            return Answer.failure(error, model_id=self.model_id, backend=self.backend_name)
+        return Answer.failure(error, question.question, question.query_id, task_type=question.task_type,
+                              model_id=self.model_id, backend=self.backend_name)
+
+    def _validate_question(self, item: Any) -> _Question | Answer:
+        if not isinstance(item, Mapping):
+            return self._fail(f"each question must be a dict, got {type(item).__name__}")
+        question, options = item.get("question"), item.get("options")
+        task_type, query_id = item.get("task_type"), item.get("query_id")
+        query_id = "" if query_id is None else str(query_id)
+        unknown = sorted(set(item) - set(QUESTION_FIELDS))
+
+        def fail(reason: str) -> Answer:
+            return Answer.failure(reason, question, query_id, model_id=self.model_id,
+                                  backend=self.backend_name)
+
+        if unknown:
+            return fail(f"unknown question fields {unknown}; expected {list(QUESTION_FIELDS)}")
+        if not isinstance(question, str) or not question.strip():
+            return fail("the question must be a non-empty string")
+        if len(question) > MAX_QUESTION_CHARS:
+            return fail(f"the question is too long ({len(question)} > {MAX_QUESTION_CHARS} characters)")
+        if options is not None:
+            if isinstance(options, str) or not isinstance(options, Sequence):
+                return fail("options must be a list of strings")
+            if not all(isinstance(o, str) and o.strip() for o in options):
+                return fail("every option must be a non-empty string")
+            if len(options) > MAX_OPTIONS:
+                return fail(f"at most {MAX_OPTIONS} options, got {len(options)}")
+            options = list(options) or None
+        if task_type in (None, ""):
+            task_type = infer_task_type(question, options)
+        elif task_type not in TASK_TYPES and task_type != OPEN_TASK_TYPE:
+            return fail(f"unknown task type {task_type!r}")
+        try:
+            prompt = build_prompt(question, options, task_type)
+        except ValueError as error:
+            return fail(str(error))
+        return _Question(question.strip(), options, str(task_type), prompt, query_id)
+
+    def _check_frames(self, frames: Any) -> str:
+        if frames is None or (isinstance(frames, Sequence) and len(frames) == 0):
+            return EMPTY_BUFFER
+        if not isinstance(frames, Sequence) or isinstance(frames, (str, bytes)):
+            return f"frames must be a list of Frame, got {type(frames).__name__}"
+        for index, frame in enumerate(frames):
+            if not isinstance(frame, Frame):
+                return f"frames[{index}] is a {type(frame).__name__}, not a Frame"
+            if not (isinstance(frame.stamp, (int, float)) and math.isfinite(frame.stamp)):
+                return f"frames[{index}] has a non-finite stamp"
+            if min(frame.rgb.shape[:2]) < 2:
+                return f"frames[{index}] is too small ({frame.rgb.shape[1]}x{frame.rgb.shape[0]})"
+        return ""
+
+    def _check_common(self, frames: Any, max_frames: Any) -> str:
+        if not self.model_loaded:
+            return NO_MODEL
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or max_frames < 1):
+            return f"max_frames must be a positive integer, got {max_frames!r}"
+        return self._check_frames(frames)
+
+    # ------------------------------------------------------------------ stages
+    def _select_and_encode(self, frames: list[Frame], k: int) -> _Encoded:
+        order = sorted(range(len(frames)), key=lambda i: frames[i].stamp)
+        if order != list(range(len(frames))):
+            frames = [frames[i] for i in order]  # selection indices refer to time order
+        t0 = time.perf_counter()
+        selection = self.selector.select(frames, min(k, len(frames)))
+        selection_ms = _ms(time.perf_counter() - t0)
+        if not selection.indices:
+            raise ValueError("frame selection chose no frames")
+        return self._prepare_and_encode([frames[i] for i in selection.indices], selection, selection_ms)
+
+    def _prepare_and_encode(self, chosen: list[Frame], selection: Selection, selection_ms: float) -> _Encoded:
+        from spatial_mllm_ros.model.preprocessing import prepare_video
+
+        t0 = time.perf_counter()
+        chosen = sorted(chosen, key=lambda f: f.stamp)
+        height, width = chosen[0].rgb.shape[:2]
+        rgb = np.stack([_resized(f.rgb, height, width) for f in chosen])  # [T, H, W, 3] uint8
+        stamps = [float(f.stamp) for f in chosen]
+        kwargs = {"max_pixels": self.max_pixels}
+        if self.min_pixels is not None:
+            kwargs["min_pixels"] = self.min_pixels
+        video = prepare_video(rgb, stamps, **kwargs)
+        video_tchw = video.video_tchw[0]  # [T', 3, H', W'] in 0..1
+        prepare_ms = _ms(time.perf_counter() - t0)
+        key = FeatureKey.from_frames(
+            stamps, [f.camera_id for f in chosen], int(video_tchw.shape[-2]), int(video_tchw.shape[-1]),
+            self.model_id, f"{self.backend_name}/{self.dtype}/{self.device}",
+        )
+        t0 = time.perf_counter()
+        fused = self.cache.get(key)
+        cache_hit = fused is not None
+        if fused is None:
+            fused = self.backend.encode(video.pixel_values_videos, video.video_grid_thw, video_tchw)
+            self.cache.put(key, fused)
+        encode_ms = _ms(time.perf_counter() - t0)
+        return _Encoded(
+            selection=selection, stamps=stamps, camera_ids=[f.camera_id for f in chosen], fused=fused,
+            video_grid_thw=torch.as_tensor(video.video_grid_thw).reshape(1, 3),
+            second_per_grid_ts=torch.as_tensor(video.second_per_grid_ts, dtype=torch.float32).reshape(1),
+            num_video_tokens=int(video.num_video_tokens), selection_ms=selection_ms, prepare_ms=prepare_ms,
+            encode_ms=encode_ms, cache_hit=cache_hit,
+        )
+
+    def _special_ids(self) -> tuple[list[int], int]:
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
+        eos_ids = sorted({*eos_ids, IM_END_ID, ENDOFTEXT_ID})
+        pad = self.model.generation_config.pad_token_id
+        return eos_ids, int(pad if pad is not None else ENDOFTEXT_ID)
+
+    def _chat_ids(self, prompt: str, num_video_tokens: int) -> list[int]:
+        from spatial_mllm_ros.model.tokenizer import build_chat_input_ids
+
+        return list(build_chat_input_ids(self.tokenizer, prompt, num_video_tokens))
+
+    @torch.inference_mode()
+    def _generate(
+        self, encoded: _Encoded, prompts: list[str], max_new_tokens: int
+    ) -> list[tuple[str, float]]:
+        """Greedy generation of several prompts on one encoded frame set (left padding)."""
+        sequences = [self._chat_ids(p, encoded.num_video_tokens) for p in prompts]
+        longest = max(len(s) for s in sequences)
+        batch = len(sequences)
+        input_ids = torch.full((batch, longest), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
+        for row, ids in enumerate(sequences):
+            input_ids[row, longest - len(ids):] = torch.tensor(ids)
+            attention_mask[row, longest - len(ids):] = 1
+        output = self.model.generate(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention_mask.to(self.device),
+            fused_video_embeds=encoded.fused.repeat(batch, 1),
+            video_grid_thw=encoded.video_grid_thw.repeat(batch, 1).to(self.device),
+            second_per_grid_ts=encoded.second_per_grid_ts.repeat(batch),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self._pad_id,
+            eos_token_id=self._eos_ids,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        new_tokens = output.sequences[:, longest:].cpu()  # [B, steps]
+        # [B, steps, vocab] -> probability of each chosen token
+        probabilities = torch.stack([step.float().softmax(-1).cpu() for step in output.logits], dim=1)
+        results = []
+        for row in range(batch):
+            tokens = new_tokens[row].tolist()
+            probs = probabilities[row].gather(-1, new_tokens[row].unsqueeze(-1)).squeeze(-1).tolist()
+            kept, kept_probs = [], []
+            for token, prob in zip(tokens, probs, strict=True):
+                if token in self._eos_ids:
+                    if not kept_probs:
+                        kept_probs.append(prob)
+                    break
+                kept.append(token)
+                kept_probs.append(prob)
+            text = self.tokenizer.decode([t for t in kept if t < FIRST_SPECIAL_ID])
+            results.append((text.strip(), float(sum(kept_probs) / len(kept_probs)) if kept_probs else -1.0))
+        return results
+
+    def _make_answer(self, question: _Question, text: str, confidence: float, encoded: _Encoded,
+                     generate_ms: float, started: float) -> Answer:
+        parsed = parse_answer(text, question.task_type, question.options)
+        return Answer(
+            query_id=question.query_id,
+            question=question.question,
+            task_type=question.task_type,
+            kind=parsed.kind,
+            choice_letter=parsed.choice_letter,
+            choice_index=parsed.choice_index,
+            value=parsed.value,
+            unit=parsed.unit,
+            raw_text=text,
+            confidence=confidence,
+            frame_stamps=list(encoded.stamps),
+            selection=encoded.selection,
+            selection_ms=encoded.selection_ms,
+            encode_ms=encoded.encode_ms,
+            generate_ms=generate_ms,
+            model_id=self.model_id,
+            backend=self.backend_name,
+            prepare_ms=encoded.prepare_ms,
+            total_ms=_ms(time.perf_counter() - started),
+            cache_hit=encoded.cache_hit,
+            parse_reason=parsed.reason,
+            frame_camera_ids=list(encoded.camera_ids),
+        )
+
+
+def _resized(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``rgb`` at ``height`` x ``width`` (bilinear; frames of one clip normally share a size)."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((width, height), Image.BILINEAR))
