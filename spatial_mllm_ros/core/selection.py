@@ -215,9 +215,14 @@ class SpaceAwareSelector:
         if len(usable) < min(k, n) or not usable:
             return _uniform_fallback(frames, k, f"{len(candidates) - len(usable)} of {len(candidates)} "
                                                 "candidate frames lack depth/pose/K")
-        points = [self.frame_points(frames[i]) for i in usable]
-        sets, voxel_size, _, _ = voxel_sets_from_points(points, self.voxel_size, self.divisor)
+        sets, voxel_size = self.voxel_sets([frames[i] for i in usable])
         return _greedy_selection(sets, k, usable, voxel_size, self.name, n, self.fill)
+
+    def voxel_sets(self, frames: Sequence[Frame]) -> tuple[VoxelSets, float]:
+        """Voxel sets of frames that all have geometry, and the voxel size used (for coverage reports)."""
+        points = [self.frame_points(frame) for frame in frames]
+        sets, voxel_size, _, _ = voxel_sets_from_points(points, self.voxel_size, self.divisor)
+        return sets, voxel_size
 
 
 class SpaceAwareIncrementalSelector:

@@ -1,0 +1,206 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""Frame selectors: exact agreement with upstream's sa_sampling fixture, greedy semantics, room scans."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spatial_mllm_ros.core.frames import Frame
+from spatial_mllm_ros.core.selection import (
+    SpaceAwarePointsSelector,
+    make_selector,
+    points_voxel_sets,
+    uniform_indices,
+)
+from spatial_mllm_ros.core.synthetic_rgbd import make_room_scan, render_box
+from spatial_mllm_ros.core.voxels import greedy_max_coverage, voxel_sets_from_keys
+
+ROOM = (6.0, 4.0, 3.0)
+
+
+def reference_greedy(voxel_sets: list[set], k: int) -> list[int]:
+    """Upstream's maximum_coverage_sampling, written the straightforward way with Python sets."""
+    selected, covered, remaining = [], set(), set(range(len(voxel_sets)))
+    for _ in range(k):
+        if not remaining:
+            break
+        best, best_gain = None, -1
+        for frame in sorted(remaining):
+            gain = len(voxel_sets[frame] - covered)
+            if gain > best_gain:
+                best, best_gain = frame, gain
+        if best is None or best_gain <= 0:
+            break
+        selected.append(best)
+        covered |= voxel_sets[best]
+        remaining.remove(best)
+    return selected
+
+
+@pytest.fixture(scope="module")
+def sa(fixtures_dir):
+    folder = fixtures_dir / "sa_sampling"
+    inputs = dict(np.load(folder / "inputs.npz"))
+    outputs = dict(np.load(folder / "outputs.npz"))
+    meta = json.loads((folder / "fixture_meta.json").read_text())
+    return inputs, outputs, meta
+
+
+@pytest.mark.parametrize("k", [8, 16, 64])
+def test_points_route_reproduces_fixture_selection_exactly(sa, k):
+    inputs, outputs, meta = sa
+    selection = make_selector("space_aware_points").select_points(inputs["world_points"],
+                                                                  inputs["world_points_conf"], k)
+    assert selection.indices == outputs[f"selected_K{k}"].tolist()
+    assert selection.greedy_order == outputs[f"greedy_order_K{k}"].tolist()
+    assert selection.stopped_early == meta[f"K{k}"]["stopped_early"]
+    assert len(selection.indices) == meta[f"K{k}"]["n_selected"]  # K=64 stops early at 54
+    assert selection.total_voxels == meta["total_voxels"] == 1475
+    assert selection.voxel_size == float(outputs["voxel_size"])
+    assert selection.method == "space_aware_points" and selection.candidates == 64
+
+
+def test_points_route_intermediates_match_fixture(sa):
+    inputs, outputs, _ = sa
+    sets, info = points_voxel_sets(inputs["world_points"], inputs["world_points_conf"])
+    assert info.conf_threshold.dtype == np.float32 and info.conf_threshold == outputs["conf_threshold"]
+    np.testing.assert_array_equal(info.conf_mask, outputs["conf_mask"][0])
+    np.testing.assert_array_equal(info.bbox_min.astype(np.float64), outputs["bbox_min"])
+    np.testing.assert_array_equal(info.bbox_max.astype(np.float64), outputs["bbox_max"])
+    assert info.voxel_size == float(outputs["voxel_size"])
+    np.testing.assert_array_equal(sets.sizes(), outputs["voxel_set_sizes"])
+    flat = outputs["voxel_sets_flat"]
+    _, ny, nz = info.grid_dims.tolist()
+    expected_keys = (flat[:, 1] * ny + flat[:, 2]) * nz + flat[:, 3]
+    for frame in range(sets.num_frames):
+        np.testing.assert_array_equal(np.sort(sets.frame(frame)), np.sort(expected_keys[flat[:, 0] == frame]))
+
+
+def test_points_selector_with_predictor_maps_candidates_back(sa):
+    inputs, outputs, _ = sa
+    # 256 frames: the selector hands every other one (128 uniform candidates) to the predictor.
+    frames = [Frame(stamp=i * 0.1, camera_id="c", rgb=np.full((24, 32, 3), i % 256, np.uint8))
+              for i in range(256)]
+    calls = []
+
+    def predictor(rgb):
+        calls.append(rgb.shape)
+        order = np.repeat(np.arange(64), 2)  # candidate j shows fixture frame j // 2
+        return inputs["world_points"][0][order], inputs["world_points_conf"][0][order]
+
+    selection = SpaceAwarePointsSelector(predictor=predictor).select(frames, 16)
+    assert calls == [(128, 24, 32, 3)]
+    candidates = uniform_indices(256, 128)
+    # duplicated candidates tie; the lowest index (first copy) wins, so picks are 2 * fixture index
+    assert selection.indices == [candidates[2 * i] for i in outputs["selected_K16"].tolist()]
+    assert selection.candidates == 128
+    fallback = make_selector("space_aware_points").select(frames, 4)
+    assert fallback.method.startswith("uniform (fallback") and fallback.indices == uniform_indices(256, 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sets(st.integers(0, 40), max_size=15), min_size=0, max_size=12), st.integers(1, 14))
+def test_fast_greedy_equals_python_sets_reference(sets, k):
+    keys = [np.array(sorted(s), dtype=np.int64) for s in sets]
+    for key_space in (41, None):  # dense scratch path and sort/compact path
+        result = greedy_max_coverage(voxel_sets_from_keys(keys, key_space), k)
+        assert result.order == reference_greedy(sets, k)
+        assert result.covered == len(set().union(*[sets[i] for i in result.order]))
+
+
+def test_coverage_monotone_in_k(sa):
+    inputs, _, _ = sa
+    selector = make_selector("space_aware_points")
+    coverages = [selector.select_points(inputs["world_points"], inputs["world_points_conf"], k).coverage
+                 for k in range(1, 65)]
+    assert all(b >= a for a, b in itertools.pairwise(coverages))
+    assert coverages[-1] == 1.0
+    frames = make_room_scan(num_frames=24, width=64, height=48)
+    depth_selector = make_selector("space_aware", stride=2)
+    room_coverages = [depth_selector.select(frames, k).coverage for k in range(1, 25)]
+    assert all(b >= a for a, b in itertools.pairwise(room_coverages))
+
+
+def surface_cells_seen(frames, cell=0.25, stride=2) -> set:
+    """Ground-truth 0.25 m surface patches of the room seen by the frames (exact geometry, re-rendered)."""
+    seen = set()
+    for frame in frames:
+        _, depth = render_box(ROOM, frame.K, frame.pose, frame.width, frame.height)
+        pixels = np.mgrid[0:frame.height:stride, 0:frame.width:stride].reshape(2, -1)
+        v, u = pixels
+        z = depth[v, u]
+        fx, fy, cx, cy = frame.K[0, 0], frame.K[1, 1], frame.K[0, 2], frame.K[1, 2]
+        camera = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z])
+        world = (frame.pose[:3, :3] @ camera).T + frame.pose[:3, 3]
+        seen |= set(map(tuple, np.floor(world / cell).astype(int).tolist()))
+    return seen
+
+
+@pytest.mark.parametrize("name, params", [("space_aware", {"stride": 4}),
+                                          ("space_aware", {"stride": 4, "voxel_size": 0.2}),
+                                          ("space_aware_incremental", {"stride": 4, "voxel_size": 0.2})])
+def test_room_scan_space_aware_sees_more_than_uniform(name, params):
+    frames = make_room_scan(num_frames=64, width=96, height=72, room=ROOM)
+    k = 8
+    chosen = make_selector(name, **params).select(frames, k)
+    uniform = make_selector("uniform").select(frames, k)
+    assert chosen.method == name and len(chosen.indices) == k
+    assert chosen.indices == sorted(chosen.indices)
+    seen_chosen = len(surface_cells_seen([frames[i] for i in chosen.indices]))
+    seen_uniform = len(surface_cells_seen([frames[i] for i in uniform.indices]))
+    total = len(surface_cells_seen(frames))
+    assert seen_chosen > 1.15 * seen_uniform, (seen_chosen, seen_uniform, total)
+    assert chosen.coverage > 0.7
+    # the greedy's own coverage of uniform's frames on the same voxels is lower too
+    if name == "space_aware":
+        sets, _ = make_selector(name, **params).voxel_sets(frames)
+        assert chosen.coverage > sets.coverage(uniform.indices)
+
+
+def test_incremental_matches_python_reference_and_reuses_inserted_frames():
+    frames = make_room_scan(num_frames=32, width=64, height=48, room=ROOM, depth_in_mm=False)
+    selector = make_selector("space_aware_incremental", voxel_size=0.25, stride=2)
+    for frame in frames[:20]:
+        assert selector.insert(frame) > 0
+    assert len(selector) == 20
+    selection = selector.select(frames, 6)
+    assert len(selector) == 32
+    python_sets = []
+    for frame in frames:
+        points = selector._points.frame_points(frame)
+        python_sets.append(set(map(tuple, np.floor(points / np.float32(0.25)).astype(int).tolist())))
+    assert selection.greedy_order == reference_greedy(python_sets, 6)
+    assert selection.total_voxels == len(set().union(*python_sets))
+    assert selector.forget_before(frames[10].stamp) == 10 and len(selector) == 22
+
+
+def test_space_aware_falls_back_to_uniform_without_geometry_and_validates_k():
+    frames = [Frame(stamp=float(i), camera_id="c", rgb=np.zeros((8, 8, 3), np.uint8)) for i in range(10)]
+    for name in ("space_aware", "space_aware_incremental"):
+        selection = make_selector(name).select(frames, 4)
+        assert selection.indices == uniform_indices(10, 4) == [0, 3, 6, 9]
+        assert selection.method.startswith("uniform (fallback: 10 of 10 candidate frames lack depth/pose/K")
+    with pytest.raises(ValueError, match="positive"):
+        make_selector("uniform").select(frames, 0)
+    with pytest.raises(ValueError, match="unknown frame selector"):
+        make_selector("random")
+    with pytest.raises(ValueError, match="bad parameters"):
+        make_selector("uniform", stride=2)
+    assert make_selector("uniform").select([], 4).indices == []
+
+
+def test_static_camera_stops_early_and_fill_tops_up():
+    frames = make_room_scan(num_frames=10, width=32, height=24, room=ROOM, dwell_fraction=1.0)
+    still = [Frame(stamp=f.stamp, camera_id="c", rgb=f.rgb, depth=frames[0].depth, depth_scale=0.001,
+                   K=frames[0].K, pose=frames[0].pose) for f in frames]
+    selection = make_selector("space_aware").select(still, 4)
+    assert selection.indices == [0] and selection.stopped_early and selection.coverage == 1.0
+    filled = make_selector("space_aware", fill=True).select(still, 4)
+    assert len(filled.indices) == 4 and 0 in filled.indices and filled.method.endswith("uniform fill")
