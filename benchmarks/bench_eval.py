@@ -1,0 +1,82 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""Replay-evaluation throughput: frames/s read from a rosbag2 scene, questions/min answered and scored.
+
+A 300-frame synthetic scene (bag.scene) is evaluated end to end with the tiny random checkpoint,
+as ``spatial-mllm-ros eval`` would (reading, selection, asking, scoring, result files, report).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def add_arguments(parser):
+    parser.add_argument("--frames", type=int, default=300, help="frames in the synthetic scene")
+    parser.add_argument("--max-frames", type=int, default=16, help="frames shown to the model")
+    parser.add_argument("--questions", type=int, default=0, help="only the first N questions (0 = all)")
+
+
+def run(args) -> dict:
+    import json
+
+    import torch
+
+    from spatial_mllm_ros.bag.evaluate import evaluate_bag, read_bag_frames
+    from spatial_mllm_ros.bag.scene import write_scene
+    from spatial_mllm_ros.engine import SpatialQA
+    from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
+
+    torch.set_num_threads(1)
+    frames_wanted = getattr(args, "frames", 300)
+    max_frames = getattr(args, "max_frames", 16)
+    limit = getattr(args, "questions", 0) or (8 if args.quick else 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        scene = write_scene(tmp / "scene", seed=0, num_frames=frames_wanted)
+        write_scene_s = time.perf_counter() - started
+        checkpoint = make_tiny_checkpoint(tmp / "tiny", preset="tiny")
+
+        read_times = []
+        for _ in range(1 if args.quick else 3):
+            started = time.perf_counter()
+            frames, _ = read_bag_frames(scene.bag)
+            read_times.append(time.perf_counter() - started)
+        read_s = statistics.median(read_times)
+
+        questions_path = scene.questions
+        if limit:
+            rows = json.loads(Path(scene.questions).read_text())[:limit]
+            questions_path = tmp / "questions_subset.json"
+            questions_path.write_text(json.dumps(rows))
+
+        qa = SpatialQA(checkpoint, max_frames=max_frames)
+        try:
+            qa.warmup()
+            started = time.perf_counter()
+            result = evaluate_bag(scene.bag, questions_path, qa, tmp / "out", max_frames=max_frames,
+                                  progress=False)
+            total_s = time.perf_counter() - started
+        finally:
+            qa.close()
+    questions = len(result.rows)
+    return {
+        "scene_frames": len(frames),
+        "questions": questions,
+        "max_frames": max_frames,
+        "write_scene_s": round(write_scene_s, 3),
+        "read_frames_per_s": round(len(frames) / read_s, 1),
+        "read_s_median": round(read_s, 3),
+        "answer_s": round(result.answer_s, 3),
+        "eval_total_s": round(total_s, 3),
+        "questions_per_min": round(60.0 * questions / result.answer_s, 2),
+        "questions_per_min_end_to_end": round(60.0 * questions / total_s, 2),
+        "ms_per_question_median": round(statistics.median(
+            r["selection_ms"] + r["encode_ms"] + r["generate_ms"] for r in result.rows if r["selection_ms"]
+        ), 2),
+        "overall_score_random_weights": round(result.overall, 4),
+    }
