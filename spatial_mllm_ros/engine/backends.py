@@ -262,10 +262,11 @@ class OnnxRuntimeBackend(_PerShapeBackend):
         available = onnxruntime.get_available_providers()
         wanted = list(providers) if providers is not None else list(ORT_PROVIDER_PREFERENCE)
         if self.device.type == "cpu":  # the model lives on CPU: a GPU provider would only add copies
-            wanted = [p for p in wanted if p == "CPUExecutionProvider"] or ["CPUExecutionProvider"]
+            wanted = [p for p in wanted if p == "CPUExecutionProvider"]
         self.providers = [p for p in wanted if p in available]
         if not self.providers:
-            raise ValueError(f"none of the ONNX Runtime providers {wanted} is available (have {available})")
+            raise ValueError(f"none of the ONNX Runtime providers {providers or wanted} is usable on "
+                             f"{self.device.type} (have {available})")
         self.intra_op_threads = int(intra_op_threads)
         self.name = "onnxruntime-" + self.providers[0].removesuffix("ExecutionProvider").lower()
 
