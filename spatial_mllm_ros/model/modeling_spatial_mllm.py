@@ -39,7 +39,7 @@ from transformers import GenerationMixin, Qwen2_5_VLForConditionalGeneration
 
 from .configuration_spatial_mllm import SpatialMLLMConfig
 from .connector import MLPAddConnector, drop_special_tokens
-from .vggt import VGGTAggregator, VGGTConfig, vggt_config_from_spatial_config
+from .vggt import HEAD_NAMES, VGGT, VGGTConfig, vggt_config_from_spatial_config
 
 # Generation kwargs that only the prefill step consumes (the KV cache holds their effect afterwards).
 PREFILL_ONLY_INPUTS = (
@@ -53,32 +53,20 @@ PREFILL_ONLY_INPUTS = (
 )
 
 
-class VGGTSpatialBackbone(nn.Module):
-    """The ``vggt_model`` of the published spatial encoder with only its aggregator built."""
-
-    def __init__(self, config: VGGTConfig) -> None:
-        super().__init__()
-        self.aggregator = VGGTAggregator(config.aggregator)
-
-
 class SpatialEncoder(nn.Module):
-    """Holds ``vggt_model`` so parameter names are the published ``spatial_encoder.vggt_model.*``."""
+    """Holds ``vggt_model`` so parameter names are the published ``spatial_encoder.vggt_model.*``.
+
+    Only the aggregator is built unless the camera/depth/point heads are asked for (they cost memory and
+    Spatial-MLLM never runs them; the VGGT frame-selection route does).
+    """
 
     def __init__(self, config: VGGTConfig, with_heads: bool = False) -> None:
         super().__init__()
-        self.config = config
-        self.vggt_model = _build_vggt(config) if with_heads else VGGTSpatialBackbone(config)
+        self.vggt_model = VGGT(config, heads=HEAD_NAMES if with_heads else ())
 
     def forward(self, images: Tensor) -> tuple[list[Tensor], int]:
         """[B, S, 3, H, W] in 0..1 -> (per-layer [B, S, 5+P, 2C], patch_start_idx)."""
         return self.vggt_model.aggregator(images)
-
-
-def _build_vggt(config: VGGTConfig) -> nn.Module:
-    """The full VGGT (aggregator + camera/depth/point heads), from the vggt sub-package."""
-    from .vggt import VGGT  # the heads module; imported only when the heads are asked for
-
-    return VGGT(config)
 
 
 class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
