@@ -1,0 +1,56 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""Process entry points shared by every node of the package: init, spin, clean shutdown.
+
+rclpy has no intra-process transport, so nodes that share data (camera frames, the model) must live in
+one process; :func:`run` spins any number of them together on one multi-threaded executor. Each node
+may offer two optional hooks: ``executor_threads`` (how many callbacks of it may block at once) and
+``start()`` (called once everything is added, e.g. lifecycle autostart), and ``close()`` (called at exit).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+
+# Threads beyond the nodes' own blocking callbacks: camera callbacks, timers, parameter/lifecycle services.
+BASE_EXECUTOR_THREADS = 4
+
+
+def run(node_factories: Sequence[Callable[[], Node]], args: list[str] | None = None) -> int:
+    """Create the nodes, spin them on one MultiThreadedExecutor until shutdown, close them; exit code.
+
+    ``args`` are the process arguments (``sys.argv`` when None), so ``--ros-args -p ...`` and
+    ``--params-file`` work. SIGINT/SIGTERM end the spin cleanly.
+    """
+    rclpy.init(args=sys.argv if args is None else args)
+    nodes: list[Node] = []
+    exit_code = 0
+    try:
+        nodes = [factory() for factory in node_factories]
+        threads = BASE_EXECUTOR_THREADS + sum(int(getattr(node, "executor_threads", 0)) for node in nodes)
+        executor = MultiThreadedExecutor(num_threads=threads)
+        for node in nodes:
+            executor.add_node(node)
+        for node in nodes:
+            start = getattr(node, "start", None)
+            if callable(start):
+                start()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as error:  # a node that cannot start: say why, exit non-zero
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        exit_code = 1
+    finally:
+        for node in reversed(nodes):
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return exit_code

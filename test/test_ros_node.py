@@ -1,0 +1,134 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""spatial_mllm_node as a real process over real DDS, without a model.
+
+The first ROS test of the package (issue 2): a SpatialAnswer published by the node process is received
+here; AskSpatial answers a clear "no model loaded" rejection. Then the lifecycle driven through the
+real lifecycle services, rejections that name the state, and parameter validation over the real
+parameter services.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+from rcl_interfaces.srv import GetParameters, SetParameters
+from ros_harness import REPO_ROOT, NodeProcess, RosClient, random_domain_id, wait_for_state, wait_until
+from spatial_mllm_ros.msg import SpatialAnswer
+from spatial_mllm_ros.srv import AskSpatial
+from std_msgs.msg import String
+
+NODE = "/spatial_mllm_node"
+
+
+@pytest.fixture(scope="module")
+def domain_id():
+    return random_domain_id()
+
+
+@pytest.fixture(scope="module")
+def node_process(domain_id, tmp_path_factory):
+    process = NodeProcess("spatial_mllm_ros.ros.qa_node",
+                          ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-p", "autostart:=true",
+                           "-p", "warmup:=false", "-p", 'model_path:=""'],
+                          domain_id, tmp_path_factory.mktemp("node") / "node.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def client(domain_id, node_process):
+    ros = RosClient(domain_id)
+    wait_for_state(ros, NODE, "active", node_process)
+    yield ros
+    ros.close()
+
+
+def _ask(client, question="How far is the chair from the table?", **fields) -> SpatialAnswer:
+    request = AskSpatial.Request(question=question, **fields)
+    return client.call(AskSpatial, f"{NODE}/ask", request).answer
+
+
+def test_answer_published_by_the_node_process_is_received_here(client):
+    answers = client.collect(SpatialAnswer, f"{NODE}/answer")
+    questions = client.publisher(String, f"{NODE}/question")
+    wait_until(lambda: questions.get_subscription_count() > 0
+               and client.node.count_publishers(f"{NODE}/answer") > 0,
+               20.0, "the node's question subscription and answer publisher")
+    questions.publish(String(data="How many chairs are in the room?"))
+    wait_until(lambda: len(answers) > 0, 20.0, "a SpatialAnswer from the node process")
+    answer = answers[0]
+    assert answer.question == "How many chairs are in the room?"
+    assert answer.answer_kind == SpatialAnswer.KIND_NONE
+    assert "no model loaded" in answer.error
+    assert answer.query_id.startswith("spatial_mllm_node-")
+
+
+def test_ask_service_answers_no_model_loaded(client):
+    answer = _ask(client, query_id="q-42")
+    assert answer.query_id == "q-42"
+    assert answer.question == "How far is the chair from the table?"
+    assert answer.answer_kind == SpatialAnswer.KIND_NONE
+    assert "no model loaded" in answer.error
+    assert list(answer.frame_stamps) == []
+
+
+def _set(client, name, value) -> tuple[bool, str]:
+    parameter_value = ParameterValue()
+    if isinstance(value, bool):
+        parameter_value.type, parameter_value.bool_value = ParameterType.PARAMETER_BOOL, value
+    elif isinstance(value, int):
+        parameter_value.type, parameter_value.integer_value = ParameterType.PARAMETER_INTEGER, value
+    elif isinstance(value, float):
+        parameter_value.type, parameter_value.double_value = ParameterType.PARAMETER_DOUBLE, value
+    else:
+        parameter_value.type, parameter_value.string_value = ParameterType.PARAMETER_STRING, value
+    request = SetParameters.Request(parameters=[Parameter(name=name, value=parameter_value)])
+    result = client.call(SetParameters, f"{NODE}/set_parameters", request).results[0]
+    return result.successful, result.reason
+
+
+def _get_int(client, name) -> int:
+    response = client.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=[name]))
+    return response.values[0].integer_value
+
+
+def test_parameter_changes_are_validated(client):
+    assert _get_int(client, "max_frames") == 8  # from config/cpu.yaml
+    ok, reason = _set(client, "max_frames", 0)
+    assert not ok and reason
+    ok, _ = _set(client, "max_frames", 300)
+    assert not ok
+    assert _get_int(client, "max_frames") == 8
+    ok, reason = _set(client, "max_frames", 12)
+    assert ok, reason
+    assert _get_int(client, "max_frames") == 12
+    ok, reason = _set(client, "request_timeout_s", -1.0)
+    assert not ok
+    ok, reason = _set(client, "model_path", "/somewhere/else")
+    assert not ok and "read-only" in reason.lower()
+    ok, reason = _set(client, "max_frames", "many")  # wrong type
+    assert not ok
+
+
+def test_lifecycle_transitions_over_the_lifecycle_services(client, node_process):
+    assert client.lifecycle_state(NODE) == "active"
+    assert client.change_state(NODE, "deactivate")
+    assert client.lifecycle_state(NODE) == "inactive"
+    assert "node is inactive" in _ask(client).error
+    assert client.change_state(NODE, "cleanup")
+    assert client.lifecycle_state(NODE) == "unconfigured"
+    answer = _ask(client)
+    assert answer.answer_kind == SpatialAnswer.KIND_NONE and "node is unconfigured" in answer.error
+    assert not client.change_state(NODE, "activate")  # not allowed from unconfigured
+    assert client.lifecycle_state(NODE) == "unconfigured"
+    started = time.monotonic()
+    assert client.change_state(NODE, "configure")
+    assert client.lifecycle_state(NODE) == "inactive"
+    assert client.change_state(NODE, "activate")
+    assert client.lifecycle_state(NODE) == "active"
+    assert time.monotonic() - started < 60.0
+    assert "no model loaded" in _ask(client).error
+    assert node_process.alive()
