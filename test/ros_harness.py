@@ -174,3 +174,24 @@ def wait_for_state(client: RosClient, node: str, label: str, process: NodeProces
             return
         time.sleep(0.2)
     raise AssertionError(f"node never reached {label!r} (last {state!r}):\n{process.output()[-3000:]}")
+
+
+def tiny_model_dir() -> Path:
+    """The tiny random checkpoint (seed 0), made once into build/ and reused (written atomically)."""
+    target = REPO_ROOT / "build" / "test_models" / "ros_tiny_seed0"
+    if (target / "config.json").is_file():
+        return target
+    import tempfile
+
+    from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".ros_tiny_"))
+    make_tiny_checkpoint(staging, preset="tiny", seed=0)
+    try:
+        os.replace(staging, target)
+    except OSError:  # made at the same time by another test process: use theirs
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

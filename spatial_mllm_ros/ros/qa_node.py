@@ -230,6 +230,26 @@ class SpatialQANode(LifecycleNode):
                     d("Longest generated answer in tokens.", read_only=True, integer_range=(1, 1024)),
                 ),
                 (
+                    "max_pixels",
+                    768 * 28 * 28,
+                    d(
+                        "Pixel budget per frame for the model's resize (upstream 768*28*28); lower is "
+                        "faster.",
+                        read_only=True,
+                        integer_range=(28 * 28, 4096 * 28 * 28),
+                    ),
+                ),
+                (
+                    "feature_cache_megabytes",
+                    256.0,
+                    d(
+                        "Bound of the visual-feature cache (repeated questions on the same frames skip "
+                        "encoding); 0 disables it.",
+                        read_only=True,
+                        float_range=(0.0, 65536.0),
+                    ),
+                ),
+                (
                     "warmup",
                     True,
                     d("Run one dummy question at configure so the first real one is fast.", read_only=True),
@@ -505,7 +525,7 @@ class SpatialQANode(LifecycleNode):
         self._state_label = "inactive"
         self.get_logger().info(
             f"configured in {time.perf_counter() - started:.2f} s: model {self._model_id() or '(none)'}, "
-            f"backend {self._param('backend')}, cameras {self.cameras}"
+            f"backend {self._backend_name()}, cameras {self.cameras}"
         )
         return super().on_configure(state)
 
@@ -574,6 +594,8 @@ class SpatialQANode(LifecycleNode):
             selector=self._param("selector"),
             max_frames=self._param("max_frames"),
             max_new_tokens=self._param("max_new_tokens"),
+            cache_bytes=int(self._param("feature_cache_megabytes") * 1024 * 1024),
+            max_pixels=self._param("max_pixels"),
         )
 
     def _release_engine(self) -> None:
@@ -882,7 +904,7 @@ class SpatialQANode(LifecycleNode):
         msg = conv.rejection_msg(
             reason, question=job.question, query_id=job.query_id, stamp=self._now(), task_type=job.task_type
         )
-        msg.model_id, msg.backend = self._model_id(), self._param("backend")
+        msg.model_id, msg.backend = self._model_id(), self._backend_name()
         return msg
 
     def _work(self) -> None:
@@ -959,13 +981,17 @@ class SpatialQANode(LifecycleNode):
             return ""
         return str(getattr(engine, "model_id", "") or "")
 
+    def _backend_name(self) -> str:
+        engine = self._engine
+        return str(getattr(engine, "backend_name", "") or self._param("backend"))
+
     def diagnostics_values(self) -> dict[str, str]:
         """The key/values of the /diagnostics status (also useful in tests and benchmarks)."""
         buffer = self._buffer
         values: dict[str, Any] = {
             "state": self._state_label,
             "model_id": self._model_id(),
-            "backend": self._param("backend"),
+            "backend": self._backend_name(),
             "model_loaded": bool(getattr(self._engine, "model_loaded", False)),
         }
         if buffer is not None:
