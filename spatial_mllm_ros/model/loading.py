@@ -238,6 +238,8 @@ def index_checkpoint(model_dir: str | Path) -> dict[str, TensorEntry]:
 # --------------------------------------------------------------------------- config
 def load_config(model_dir: str | Path, attn_implementation: str = "sdpa") -> SpatialMLLMConfig:
     """Read and validate ``config.json`` (model_type must be "spatial-mllm")."""
+    if not Path(model_dir).is_dir():
+        raise ValueError(f"checkpoint directory {str(model_dir)!r} does not exist (give a local directory)")
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise ValueError(f"{model_dir} has no config.json: not a Spatial-MLLM checkpoint directory")

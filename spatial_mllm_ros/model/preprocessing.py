@@ -148,15 +148,18 @@ def _validate(
 def prepare_video(
     frames: np.ndarray | Sequence[np.ndarray],
     timestamps: Sequence[float],
-    min_pixels: int = VIDEO_MIN_PIXELS,
+    min_pixels: int | None = None,
     max_pixels: int = VIDEO_MAX_PIXELS,
 ) -> VideoInputs:
     """[T, H, W, 3] uint8 RGB frames (time order) + their timestamps in seconds -> :class:`VideoInputs`.
 
-    ``min_pixels``/``max_pixels`` bound each frame's area after resizing (Qwen2.5-VL video defaults).
+    ``min_pixels``/``max_pixels`` bound each frame's area after resizing (Qwen2.5-VL video defaults;
+    ``min_pixels`` None means 128*28*28, lowered to ``max_pixels`` when that is smaller).
     Raises ValueError on malformed frames or timestamps.
     """
     frames, stamps = _validate(frames, timestamps)
+    if min_pixels is None:
+        min_pixels = min(VIDEO_MIN_PIXELS, max_pixels)
     height, width = smart_resize(
         frames.shape[1], frames.shape[2], min_pixels=min_pixels, max_pixels=max_pixels
     )
