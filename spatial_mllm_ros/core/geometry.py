@@ -170,3 +170,31 @@ def unproject_depth(depth_m: np.ndarray, intrinsics: np.ndarray, pose: np.ndarra
     points = (rays[keep] * d[keep, None]) @ rotation.T
     points += translation
     return points
+
+
+def unproject_depth_batch(depths_m: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray, stride: int = 1,
+                          min_depth: float = 0.1, max_depth: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """World points of many same-size, same-intrinsics strided depth images at once.
+
+    Args:
+        depths_m: (N, h, w) float32 metres, each ``depth[::stride, ::stride]`` of a full image.
+        intrinsics: (3, 3) K of the full-resolution images.
+        poses: (N, 4, 4) camera-to-world.
+        stride: the pixel stride the depth was taken with.
+        min_depth: nearest valid depth in metres.
+        max_depth: farthest valid depth in metres.
+
+    Returns:
+        (world (N, 3, P) float32 with P = h * w, valid (N, P) bool). Invalid pixels (out of range, NaN)
+        hold the camera centre; use ``valid`` to skip them.
+    """
+    n, h, w = depths_m.shape
+    rays_t = np.ascontiguousarray(pixel_rays(intrinsics, h * stride, w * stride, stride).T)  # (3, P)
+    depth = depths_m.reshape(n, h * w)
+    valid = (depth >= min_depth) & (depth <= max_depth)  # NaN compares False
+    depth = np.where(valid, depth, np.float32(0.0))
+    poses = np.asarray(poses)
+    directions = np.matmul(poses[:, :3, :3].astype(np.float32), rays_t)  # (N, 3, P)
+    directions *= depth[:, None, :]
+    directions += poses[:, :3, 3].astype(np.float32)[:, :, None]
+    return directions, valid

@@ -31,14 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spatial_mllm_ros.core.frames import Frame
-from spatial_mllm_ros.core.geometry import unproject_depth
+from spatial_mllm_ros.core.geometry import unproject_depth, unproject_depth_batch
 from spatial_mllm_ros.core.voxels import (
     VoxelSets,
     greedy_max_coverage,
-    grid_keys,
+    grid_voxel_sets,
     packed_keys,
     voxel_coords,
-    voxel_sets_from_keys,
 )
 
 NAN = float("nan")
@@ -98,43 +97,13 @@ def _fill_up(chosen: list[int], n: int, k: int) -> list[int]:
     return chosen + [rest[i] for i in uniform_indices(len(rest), missing)]
 
 
-def _voxel_size_from_extent(extent: np.ndarray, divisor: float) -> float:
-    """Upstream's rule (shortest side / divisor, float32) with a guard for flat or empty boxes."""
-    size = np.float32(np.min(extent)) / np.float32(divisor)
-    if not (np.isfinite(size) and size > 0):
-        size = np.float32(np.max(extent)) / np.float32(divisor) if extent.size else np.float32(0)
-    if not (np.isfinite(size) and size > 0):
-        size = np.float32(1.0)
-    return float(size)
-
-
 def voxel_sets_from_points(per_frame_points: list[np.ndarray], voxel_size: float | None = None,
                            divisor: float = UPSTREAM_VOXEL_DIVISOR
                            ) -> tuple[VoxelSets, float, np.ndarray, np.ndarray]:
-    """Voxel sets of frames given their (P_i, 3) world points, on a grid anchored at the points' minimum.
-
-    ``voxel_size=None`` uses upstream's rule: shortest side of the bounding box of all points / divisor,
-    in float32. Returns (sets, voxel size, (3,) float32 grid origin, (3,) int64 grid dims); a frame's
-    voxel ids are row-major keys ``(ix * ny + iy) * nz + iz`` of that grid.
-    """
-    non_empty = [p for p in per_frame_points if p.size]
-    if not non_empty:
-        empty = [np.zeros(0, dtype=np.int64) for _ in per_frame_points]
-        return voxel_sets_from_keys(empty, 1), NAN, np.zeros(3, dtype=np.float32), np.ones(3, dtype=np.int64)
-    lows = np.stack([p.min(axis=0) for p in non_empty]).astype(np.float32)
-    highs = np.stack([p.max(axis=0) for p in non_empty]).astype(np.float32)
-    origin, top = lows.min(axis=0), highs.max(axis=0)
-    extent = top - origin
-    if voxel_size is None:
-        voxel_size = _voxel_size_from_extent(extent, divisor)
-    elif not (math.isfinite(voxel_size) and voxel_size > 0):
-        raise ValueError(f"voxel_size must be a positive number of metres, got {voxel_size}")
-    # Keep the grid addressable with int64 keys (only bites for absurdly small voxels).
-    voxel_size = max(float(voxel_size), float(np.max(extent)) / 2.0**20)
-    coords = [voxel_coords(p, origin, voxel_size) for p in per_frame_points]
-    dims = np.max(np.stack([c.max(axis=0) for c in coords if c.size]), axis=0) + 1
-    keys = [grid_keys(c, dims) for c in coords]
-    return voxel_sets_from_keys(keys, int(np.prod(dims.astype(object)))), voxel_size, origin, dims
+    """Voxel sets of frames given their (P_i, 3) world points (see :func:`grid_voxel_sets`)."""
+    groups = [(np.ascontiguousarray(np.asarray(p, dtype=np.float32).T)[None], np.ones((1, len(p)), bool))
+              for p in per_frame_points]
+    return grid_voxel_sets(groups, voxel_size, divisor)
 
 
 def _greedy_selection(sets: VoxelSets, k: int, candidate_indices: list[int], voxel_size: float,
@@ -220,8 +189,24 @@ class SpaceAwareSelector:
 
     def voxel_sets(self, frames: Sequence[Frame]) -> tuple[VoxelSets, float]:
         """Voxel sets of frames that all have geometry, and the voxel size used (for coverage reports)."""
-        points = [self.frame_points(frame) for frame in frames]
-        sets, voxel_size, _, _ = voxel_sets_from_points(points, self.voxel_size, self.divisor)
+        batches: dict[tuple, list[int]] = {}
+        for position, frame in enumerate(frames):
+            k = np.asarray(frame.K, dtype=np.float64)
+            key = (frame.depth.shape, frame.depth.dtype.str, float(frame.depth_scale), k.tobytes())
+            batches.setdefault(key, []).append(position)
+        groups, concatenated = [], []
+        for positions in batches.values():
+            first = frames[positions[0]]
+            raw = np.stack([frames[i].depth[::self.stride, ::self.stride] for i in positions])
+            depth = raw if raw.dtype == np.float32 else raw.astype(np.float32)
+            if first.depth_scale != 1.0:
+                depth = depth * np.float32(first.depth_scale)
+            poses = np.stack([frames[i].pose for i in positions])
+            groups.append(unproject_depth_batch(depth, first.K, poses, self.stride, self.min_depth,
+                                                self.max_depth))
+            concatenated.extend(positions)
+        order = np.argsort(concatenated, kind="stable").tolist()
+        sets, voxel_size, _, _ = grid_voxel_sets(groups, self.voxel_size, self.divisor, frame_order=order)
         return sets, voxel_size
 
 
@@ -358,8 +343,9 @@ def points_voxel_sets(world_points: np.ndarray, conf: np.ndarray, percentile: fl
                          f"{confidence.shape}")
     threshold = np.float32(np.percentile(confidence, percentile))
     mask = (confidence >= threshold) & (confidence > np.float32(min_conf))
-    per_frame = [points[t][mask[t]] for t in range(points.shape[0])]
-    sets, voxel_size, origin, dims = voxel_sets_from_points(per_frame, None, divisor)
+    count = points.shape[0]
+    world = np.ascontiguousarray(points.reshape(count, -1, 3).transpose(0, 2, 1))  # (T, 3, H*W)
+    sets, voxel_size, origin, dims = grid_voxel_sets([(world, mask.reshape(count, -1))], None, divisor)
     valid = points[mask]
     top = valid.max(axis=0) if valid.size else np.zeros(3, dtype=np.float32)
     info = PointsVoxelInfo(conf_threshold=threshold, conf_mask=mask, bbox_min=origin, bbox_max=top,

@@ -120,6 +120,73 @@ def voxel_sets_from_keys(per_frame_keys: list[np.ndarray], key_space: int | None
     return VoxelSets(indptr=indptr, voxel_ids=ids, id_space=max(id_space, 1))
 
 
+def voxel_size_from_extent(extent: np.ndarray, divisor: float) -> float:
+    """Upstream's rule, shortest box side / divisor in float32, with a guard for flat or empty boxes."""
+    size = np.float32(np.min(extent)) / np.float32(divisor) if extent.size else np.float32(0)
+    if not (np.isfinite(size) and size > 0):
+        size = np.float32(np.max(extent)) / np.float32(divisor) if extent.size else np.float32(0)
+    if not (np.isfinite(size) and size > 0):
+        size = np.float32(1.0)
+    return float(size)
+
+
+def grid_voxel_sets(groups: list[tuple[np.ndarray, np.ndarray]], voxel_size: float | None = None,
+                    divisor: float = 20.0, frame_order: list[int] | None = None
+                    ) -> tuple[VoxelSets, float, np.ndarray, np.ndarray]:
+    """Voxel sets of frames on one grid anchored at the minimum of all their valid points.
+
+    Args:
+        groups: batches of frames, each (world (n, 3, P) float32 points, valid (n, P) bool); the
+            frames of the result are the groups' frames in order.
+        voxel_size: voxel edge, or None for upstream's rule (shortest side of the valid points'
+            bounding box / ``divisor``, in float32).
+        divisor: upstream's lambda (20).
+        frame_order: optional permutation: result frame ``j`` is the ``frame_order[j]``-th frame of
+            the concatenated groups (the greedy's tie rule depends on frame order).
+
+    Returns:
+        (sets, voxel size, (3,) float32 grid origin, (3,) int64 grid dims); voxel ids are the row-major
+        keys ``(ix * ny + iy) * nz + iz`` with ``i = floor((p - origin) / voxel_size)`` in float32.
+    """
+    low = np.full(3, np.inf, dtype=np.float32)
+    high = np.full(3, -np.inf, dtype=np.float32)
+    for world, valid in groups:
+        if valid.any():
+            for axis in range(3):
+                low[axis] = min(low[axis], np.min(world[:, axis], where=valid, initial=np.inf))
+                high[axis] = max(high[axis], np.max(world[:, axis], where=valid, initial=-np.inf))
+    total_frames = sum(valid.shape[0] for _, valid in groups)
+    if not np.all(np.isfinite(low)):
+        empty = [np.zeros(0, dtype=np.int64)] * total_frames
+        return voxel_sets_from_keys(empty, 1), float("nan"), np.zeros(3, np.float32), np.ones(3, np.int64)
+    extent = high - low
+    if voxel_size is None:
+        voxel_size = voxel_size_from_extent(extent, divisor)
+    # Keep the grid addressable with int64 keys (only bites for absurdly small voxels).
+    voxel_size = max(float(voxel_size), float(np.max(extent)) / 2.0**20)
+    step = np.float32(voxel_size)
+    dims = np.floor((high - low) / step).astype(np.int64) + 1
+    key_space = int(np.prod(dims.astype(object)))
+    index_type = np.int32 if key_space < 2**31 else np.int64  # int32 halves the memory traffic
+    ny, nz = index_type(dims[1]), index_type(dims[2])
+    per_frame_keys = []
+    with np.errstate(invalid="ignore", over="ignore"):  # invalid points may be NaN or far away
+        for world, valid in groups:
+            scaled = world - low[None, :, None]  # (n, 3, P), same float32 steps as upstream
+            scaled /= step
+            np.floor(scaled, out=scaled)
+            coords = scaled.astype(index_type)
+            keys = coords[:, 0] * ny
+            keys += coords[:, 1]
+            keys *= nz
+            keys += coords[:, 2]  # (n, P)
+            keys = keys.astype(np.int64, copy=False)
+            per_frame_keys.extend(keys[i][valid[i]] for i in range(keys.shape[0]))
+    if frame_order is not None:
+        per_frame_keys = [per_frame_keys[i] for i in frame_order]
+    return voxel_sets_from_keys(per_frame_keys, key_space), float(voxel_size), low, dims
+
+
 @dataclass
 class GreedyResult:
     """Outcome of :func:`greedy_max_coverage`.
