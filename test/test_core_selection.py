@@ -204,3 +204,35 @@ def test_static_camera_stops_early_and_fill_tops_up():
     assert selection.indices == [0] and selection.stopped_early and selection.coverage == 1.0
     filled = make_selector("space_aware", fill=True).select(still, 4)
     assert len(filled.indices) == 4 and 0 in filled.indices and filled.method.endswith("uniform fill")
+
+
+def test_mixed_cameras_keep_frame_order_through_batching():
+    wide = make_room_scan(num_frames=12, width=64, height=48, room=ROOM, fov_deg=80.0, camera_id="wide")
+    narrow = make_room_scan(num_frames=12, width=48, height=40, room=ROOM, fov_deg=50.0, camera_id="narrow",
+                            depth_in_mm=False)
+    mixed = [frame for pair in zip(wide, narrow, strict=True) for frame in pair]
+    selector = make_selector("space_aware", stride=2)
+    forward, size_forward = selector.voxel_sets(mixed)
+    backward, size_backward = selector.voxel_sets(mixed[::-1])
+    assert size_forward == size_backward
+    n = len(mixed)
+    for i in range(n):
+        np.testing.assert_array_equal(np.sort(forward.frame(i)), np.sort(backward.frame(n - 1 - i)))
+    assert forward.sizes()[0] != forward.sizes()[1]  # the two cameras really differ
+
+
+def test_frames_from_buffer_feed_the_selector():
+    from spatial_mllm_ros.core.buffer import FrameBuffer
+
+    scan = make_room_scan(num_frames=40, width=64, height=48, room=ROOM)
+    buffer = FrameBuffer()
+    buffer.set_intrinsics("camera", scan[0].K)
+    for frame in scan:
+        assert buffer.add_image("camera", frame.stamp, frame.rgb) == "accepted"
+        assert buffer.add_depth("camera", frame.stamp + 0.005, frame.depth) == "accepted"  # mm default
+        assert buffer.add_pose(frame.stamp, frame.pose) == "accepted"
+    frames = buffer.frames("camera")
+    assert all(f.has_geometry for f in frames)
+    from_buffer = make_selector("space_aware", stride=2).select(frames, 6)
+    direct = make_selector("space_aware", stride=2).select(scan, 6)
+    assert from_buffer.indices == direct.indices and from_buffer.coverage == direct.coverage
