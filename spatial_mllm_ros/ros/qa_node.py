@@ -152,7 +152,7 @@ class SpatialQANode(LifecycleNode):
         self._pose_sources: dict[str, str] = {}
         self._last_error: dict[str, str] = {}
         self._last_latency: dict[str, float] = {}
-        self._subscriptions: list = []
+        self._active_subscriptions: list = []
         self._answer_pub = None
         self._selection_pub = None
         self._diagnostics_pub = None
@@ -170,6 +170,16 @@ class SpatialQANode(LifecycleNode):
         self._ask_service = self.create_service(
             AskSpatial, "~/ask", self._on_ask, callback_group=self._service_group
         )
+
+    @property
+    def frame_buffer(self) -> FrameBuffer | None:
+        """The node's frame buffer between configure and cleanup (None otherwise); thread-safe to read."""
+        return self._buffer
+
+    @property
+    def lifecycle_state(self) -> str:
+        """"unconfigured", "inactive", "active" or "finalized"."""
+        return self._state_label
 
     def _guard_change_state_service(self) -> None:
         """Answer ``success: false`` to a transition that is invalid in the current state.
@@ -538,7 +548,7 @@ class SpatialQANode(LifecycleNode):
             self.get_logger().error(f"activate failed: {type(error).__name__}: {error}")
             self._unsubscribe()
             return TransitionCallbackReturn.FAILURE
-        self._subscriptions.append(
+        self._active_subscriptions.append(
             self.create_subscription(
                 String,
                 "~/question",
@@ -653,7 +663,7 @@ class SpatialQANode(LifecycleNode):
         image_topic = p("image_topic") or f"{namespace}/color/image_raw" + (
             "/compressed" if compressed else ""
         )
-        subscribe = self._subscriptions.append
+        subscribe = self._active_subscriptions.append
         subscribe(
             self.create_subscription(
                 CompressedImage if compressed else Image,
@@ -719,7 +729,7 @@ class SpatialQANode(LifecycleNode):
         self._pose_sources[camera] = source
 
     def _unsubscribe(self) -> None:
-        subscriptions, self._subscriptions = self._subscriptions, []
+        subscriptions, self._active_subscriptions = self._active_subscriptions, []
         for subscription in subscriptions:
             self.destroy_subscription(subscription)
         self._tf_listener = None
