@@ -11,7 +11,9 @@ camera optical frame in the world). :func:`read_frames` streams one :class:`~cor
 colour image, with the depth, intrinsics and pose nearest in header time attached.
 
 A damaged recording (truncated copy, corrupt chunk) must not lose what could be read: every frame
-read before the damage is yielded first, then :class:`BagReadError` says what went wrong.
+read before the damage is yielded first, then :class:`BagReadError` says what went wrong. An mcap
+file without its footer (a recording cut short) is read front to back with the ``mcap`` stream reader
+(chunk CRCs checked); a truncated sqlite3 file is refused by SQLite, so it fails at opening.
 """
 
 from __future__ import annotations
@@ -225,53 +227,131 @@ def read_frames(
     Undecodable single messages are skipped with a logged warning.
     """
     path = resolve_bag_path(bag_path)
+    source = _open_source(path)
+    try:
+        yield from _read_source(source, path, image_topic, {"depth": depth_topic, "info": info_topic,
+                                                            "pose": pose_topic},
+                                start, end, camera_id, depth_tolerance, pose_tolerance, pose_offset,
+                                max_pending)
+    finally:
+        source.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# message sources: rosbags (indexed, time-ordered) and an mcap record stream (damaged files)
+
+
+class _RosbagsSource:
+    """Messages through ``rosbags.highlevel.AnyReader`` (rosbag2 dirs, bare .mcap/.db3)."""
+
+    def __init__(self, reader) -> None:
+        self._reader = reader
+        self.topics: dict[str, str] | None = {c.topic: c.msgtype for c in reader.connections}
+        self.failure_context = ""
+
+    def messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, bytes]]:
+        connections = [c for c in self._reader.connections if c.topic in topics]
+        for connection, log_time, raw in self._reader.messages(connections=connections):
+            yield connection.topic, connection.msgtype, log_time, raw
+
+    def deserialize(self, raw: bytes, msgtype: str):
+        return self._reader.deserialize(raw, msgtype)
+
+    def close(self) -> None:
+        try:
+            self._reader.close()
+        except Exception:  # closing a damaged bag may fail again; the cause was already reported
+            LOGGER.debug("closing the bag failed", exc_info=True)
+
+
+class _McapStreamSource:
+    """Records of .mcap files read front to back (no summary/footer needed: truncated files work)."""
+
+    def __init__(self, files: list[Path], open_error: Exception) -> None:
+        self._files = files
+        self.topics: dict[str, str] | None = None  # only known while streaming
+        self.failure_context = f"rosbags could not open it ({type(open_error).__name__}: {open_error}); "
+        self._typestore = _jazzy_typestore()
+
+    def messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, bytes]]:
+        from mcap.records import Channel, Message, Schema
+        from mcap.stream_reader import StreamReader
+
+        for file in self._files:
+            schemas: dict[int, str] = {}
+            channels: dict[int, tuple[str, str]] = {}
+            with file.open("rb") as stream:
+                for record in StreamReader(stream, validate_crcs=True).records:
+                    if isinstance(record, Schema):
+                        schemas[record.id] = record.name
+                        self._register(record)
+                    elif isinstance(record, Channel):
+                        channels[record.id] = (record.topic, schemas.get(record.schema_id, ""))
+                    elif isinstance(record, Message) and record.channel_id in channels:
+                        topic, msgtype = channels[record.channel_id]
+                        if topic in topics:
+                            yield topic, msgtype, record.log_time, record.data
+
+    def _register(self, schema) -> None:
+        if schema.name in self._typestore.types or schema.encoding != "ros2msg":
+            return
+        from rosbags.typesys import get_types_from_msg
+
+        self._typestore.register(get_types_from_msg(schema.data.decode(), schema.name))
+
+    def deserialize(self, raw: bytes, msgtype: str):
+        return self._typestore.deserialize_cdr(raw, msgtype)
+
+    def close(self) -> None:
+        """Nothing to close (files are closed as they are streamed)."""
+
+
+def _open_source(path: Path):
+    """A rosbags reader; for mcap storage rosbags cannot open, a front-to-back record stream.
+
+    (A truncated sqlite3 file is refused by SQLite itself, so nothing of it can be salvaged.)
+    """
     from rosbags.highlevel import AnyReader
 
     try:
         reader = AnyReader([path], default_typestore=_jazzy_typestore())
         reader.open()
+        return _RosbagsSource(reader)
     except Exception as error:  # rosbags raises several unrelated types for unreadable files
-        raise BagReadError(f"cannot open bag {path}: {type(error).__name__}: {error}") from error
-    try:
-        yield from _read_open_bag(reader, path, image_topic, {"depth": depth_topic, "info": info_topic,
-                                                              "pose": pose_topic},
-                                  start, end, camera_id, depth_tolerance, pose_tolerance, pose_offset,
-                                  max_pending)
-    finally:
-        try:
-            reader.close()
-        except Exception:  # closing a damaged bag may fail again; the cause was already reported
-            LOGGER.debug("closing %s failed", path, exc_info=True)
+        files = sorted(path.glob("*.mcap")) if path.is_dir() else [path] if path.suffix == ".mcap" else []
+        if not files:
+            raise BagReadError(f"cannot open bag {path}: {type(error).__name__}: {error}") from error
+        LOGGER.warning("rosbags cannot open %s (%s); reading its mcap records front to back", path, error)
+        return _McapStreamSource(files, error)
 
 
-def _read_open_bag(reader, path, image_topic, aux_topics, start, end, camera_id, depth_tolerance,
-                   pose_tolerance, pose_offset, max_pending) -> Iterator[Frame]:
-    by_topic: dict[str, list] = {}
-    for connection in reader.connections:
-        by_topic.setdefault(connection.topic, []).append(connection)
-    if image_topic not in by_topic and image_topic + "/compressed" in by_topic:
-        image_topic = image_topic + "/compressed"
-    if image_topic not in by_topic:
-        raise ValueError(f"image topic {image_topic!r} is not in {path}; topics: "
-                         f"{', '.join(sorted(by_topic)) or 'none'}")
-    wanted = {"image": image_topic}
+def _read_source(source, path, image_topic, aux_topics, start, end, camera_id, depth_tolerance,
+                 pose_tolerance, pose_offset, max_pending) -> Iterator[Frame]:
     streams = {
         "depth": _Stream(depth_tolerance),
         "info": _Stream(np.inf),
         "pose": _Stream(pose_tolerance),
     }
-    for kind, topic in aux_topics.items():
-        if topic and topic not in by_topic and kind == "depth" and topic + "/compressedDepth" in by_topic:
-            topic = topic + "/compressedDepth"
-        if topic and topic in by_topic:
-            wanted[kind] = topic
-        else:
-            streams[kind].active = False
-    kind_of = {topic: kind for kind, topic in wanted.items()}
-    connections = [c for topic in wanted.values() for c in by_topic[topic]]
+    suffixes = {"image": "/compressed", "depth": "/compressedDepth"}
+    kind_of: dict[str, str] = {}
+    for kind, topic in {"image": image_topic, **aux_topics}.items():
+        if not topic:
+            continue
+        variants = [topic, topic + suffixes[kind]] if kind in suffixes else [topic]
+        if source.topics is not None:  # indexed: pick what exists
+            variants = [v for v in variants if v in source.topics][:1]
+        for variant in variants:
+            kind_of[variant] = kind
+    if source.topics is not None:
+        if "image" not in kind_of.values():
+            raise ValueError(f"image topic {image_topic!r} is not in {path}; topics: "
+                             f"{', '.join(sorted(source.topics)) or 'none'}")
+        for kind, stream in streams.items():
+            stream.active = kind in kind_of.values()
     offset = None if pose_offset is None else np.asarray(pose_offset, dtype=np.float64).reshape(4, 4)
     pending: deque = deque()  # (stamp, rgb, frame_id)
     warned: set[str] = set()
+    seen_topics: set[str] = set()
 
     def finish(image) -> Frame:
         stamp, rgb, frame_id = image
@@ -293,24 +373,25 @@ def _read_open_bag(reader, path, image_topic, aux_topics, start, end, camera_id,
 
     count = 0
     try:
-        for connection, log_time, raw in reader.messages(connections=connections):
-            kind = kind_of[connection.topic]
+        for topic, msgtype, log_time, raw in source.messages(set(kind_of)):
+            kind = kind_of[topic]
+            seen_topics.add(topic)
             try:
-                message = reader.deserialize(raw, connection.msgtype)
+                message = source.deserialize(raw, msgtype)
                 stamp = header_stamp(message, log_time)
                 if kind == "image":
                     if (start is not None and stamp < start) or (end is not None and stamp > end):
                         continue
-                    rgb = decode_color(message, connection.msgtype)
+                    rgb = decode_color(message, msgtype)
                     pending.append((stamp, rgb, message.header.frame_id))
                 elif kind == "depth":
-                    streams["depth"].add(stamp, decode_depth(message, connection.msgtype))
+                    streams["depth"].add(stamp, decode_depth(message, msgtype))
                 elif kind == "info":
                     streams["info"].add(stamp, intrinsics_from_camera_info(message.k))
                 else:
-                    streams["pose"].add(stamp, decode_pose(message, connection.msgtype))
-            except (ValueError, OSError, AttributeError, struct.error) as error:
-                reason = f"{connection.topic}: {error}"
+                    streams["pose"].add(stamp, decode_pose(message, msgtype))
+            except (ValueError, OSError, AttributeError, KeyError, struct.error) as error:
+                reason = f"{topic}: {type(error).__name__}: {error}"
                 if reason not in warned:
                     warned.add(reason)
                     LOGGER.warning("skipping undecodable message(s) on %s", reason)
@@ -324,9 +405,11 @@ def _read_open_bag(reader, path, image_topic, aux_topics, start, end, camera_id,
         for image in pending:
             count += 1
             yield finish(image)
+        detail = str(error) or "unexpected end of data"
         raise BagReadError(f"bag {path} is damaged or truncated after {count} frame(s): "
-                           f"{type(error).__name__}: {error}") from error
+                           f"{source.failure_context}{type(error).__name__}: {detail}") from error
     for stream in streams.values():
         stream.active = False
-    for frame in ready():
-        yield frame
+    yield from ready()
+    if source.topics is None and not any(kind_of[t] == "image" for t in seen_topics):
+        raise ValueError(f"image topic {image_topic!r} has no messages in {path}")

@@ -1,0 +1,214 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""Reading frames from real rosbag2 files: round trips, another writer's bare .mcap, damage."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+import struct
+
+import numpy as np
+import pytest
+from mcap_ros2.writer import Writer as McapRos2Writer
+from PIL import Image
+
+from spatial_mllm_ros.bag.reader import BagReadError, read_frames
+from spatial_mllm_ros.bag.scene import make_scene, write_scene
+from spatial_mllm_ros.bag.writer import CameraBagWriter, jazzy_typestore
+from spatial_mllm_ros.core.geometry import pose_from_translation_quaternion
+
+WIDTH, HEIGHT, FRAMES = 64, 48, 12
+HALF_SQRT2 = 0.7071067811865476
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return make_scene(seed=5, width=WIDTH, height=HEIGHT, num_frames=FRAMES)
+
+
+@pytest.fixture(scope="module")
+def mcap_scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("mcap"), seed=5, width=WIDTH, height=HEIGHT, num_frames=FRAMES,
+                       storage="mcap")
+
+
+@pytest.mark.parametrize(("storage", "depth_encoding"), [("sqlite3", "32FC1"), ("mcap", "16UC1")])
+def test_round_trip_equals_the_rendered_scene(tmp_path, scene, storage, depth_encoding):
+    paths = write_scene(tmp_path, seed=5, width=WIDTH, height=HEIGHT, num_frames=FRAMES, storage=storage,
+                        depth_encoding=depth_encoding)
+    frames = list(read_frames(paths.bag))
+    assert len(frames) == FRAMES
+    for index, frame in enumerate(frames):
+        rgb, depth, _ = scene.render(index)
+        assert frame.stamp == pytest.approx(scene.stamps[index], abs=1e-9)
+        assert frame.camera_id == "camera" and frame.frame_id == "camera_color_optical_frame"
+        assert np.array_equal(frame.rgb, rgb)
+        if depth_encoding == "32FC1":
+            assert frame.depth.dtype == np.float32 and frame.depth_scale == 1.0
+            assert np.array_equal(frame.depth, depth)
+        else:
+            assert frame.depth.dtype == np.uint16 and frame.depth_scale == 0.001
+            assert np.abs(frame.depth_m() - depth).max() <= 0.0005 + 1e-6
+        np.testing.assert_allclose(frame.K, scene.intrinsics)
+        np.testing.assert_allclose(frame.pose, scene.poses[index], atol=1e-9)
+
+
+def test_storage_file_path_and_time_window(mcap_scene, scene):
+    frames = list(read_frames(mcap_scene.bag / "bag.mcap", start=scene.stamps[3], end=scene.stamps[6]))
+    assert [f.stamp for f in frames] == pytest.approx(list(scene.stamps[3:7]))
+
+
+def test_nearest_stamp_association(tmp_path):
+    bag = tmp_path / "assoc"
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    k = np.array([[5.0, 0, 3], [0, 5.0, 2], [0, 0, 1]])
+    with CameraBagWriter(bag) as writer:
+        writer.write_camera_info(0.95, k, 6, 4)  # once, before everything (latched-style)
+        for i in range(10):
+            stamp = 1.0 + 0.1 * i
+            writer.write_rgb(stamp, rgb + i)
+            if i != 4:  # frame 4 has no depth; the others get theirs 5 ms late
+                writer.write_depth(stamp + 0.005, np.full((4, 6), float(i), np.float32))
+        for j in range(21):  # poses at 20 Hz starting 1 ms late: x encodes the pose time
+            stamp = 1.001 + 0.05 * j
+            pose = np.eye(4)
+            pose[0, 3] = stamp
+            writer.write_pose(stamp, pose)
+    frames = list(read_frames(bag, pose_tolerance=0.01))
+    assert len(frames) == 10
+    for i, frame in enumerate(frames):
+        assert frame.rgb[0, 0, 0] == i
+        if i == 4:
+            assert frame.depth is None
+        else:
+            assert frame.depth[0, 0] == i
+        np.testing.assert_allclose(frame.K, k)
+        assert frame.pose[0, 3] == pytest.approx(frame.stamp + 0.001)
+    # without pose/depth topics the frames carry only colour (+ intrinsics)
+    bare = list(read_frames(bag, depth_topic=None, pose_topic="/nope"))
+    assert all(f.depth is None and f.pose is None and f.K is not None for f in bare)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_bare_mcap_from_mcap_ros2_support(tmp_path):
+    typestore = jazzy_typestore()
+    path = tmp_path / "other_writer.mcap"
+    rng = np.random.default_rng(1)
+    colours = [rng.integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(4)]
+    depths_mm = [rng.integers(300, 5000, (HEIGHT, WIDTH)).astype(np.uint16) for _ in range(4)]
+    with path.open("wb") as stream:
+        writer = McapRos2Writer(stream)
+        schemas = {name: writer.register_msgdef(name, typestore.generate_msgdef(name, ros_version=2)[0])
+                   for name in ("sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/Image",
+                                "sensor_msgs/msg/CameraInfo", "nav_msgs/msg/Odometry")}
+        for i in range(4):
+            sec, nanosec = 100 + i, 500_000_000
+            log_time = sec * 1_000_000_000 + nanosec
+            header = {"stamp": {"sec": sec, "nanosec": nanosec}, "frame_id": "cam"}
+            writer.write_message("/cam/image/compressed", schemas["sensor_msgs/msg/CompressedImage"],
+                                 {"header": header, "format": "png", "data": _png(colours[i])},
+                                 log_time=log_time)
+            writer.write_message("/cam/depth", schemas["sensor_msgs/msg/Image"],
+                                 {"header": header, "height": HEIGHT, "width": WIDTH, "encoding": "16UC1",
+                                  "is_bigendian": 0, "step": WIDTH * 2, "data": depths_mm[i].tobytes()},
+                                 log_time=log_time)
+            writer.write_message("/cam/info", schemas["sensor_msgs/msg/CameraInfo"],
+                                 {"header": header, "height": HEIGHT, "width": WIDTH,
+                                  "distortion_model": "plumb_bob", "d": [0.0] * 5,
+                                  "k": [50.0, 0, 31.5, 0, 50.0, 23.5, 0, 0, 1],
+                                  "r": [1.0, 0, 0, 0, 1, 0, 0, 0, 1], "p": [0.0] * 12}, log_time=log_time)
+            writer.write_message("/odom", schemas["nav_msgs/msg/Odometry"],
+                                 {"header": header, "child_frame_id": "cam",
+                                  "pose": {"pose": {"position": {"x": float(i), "y": 0.0, "z": 1.0},
+                                                    "orientation": {"x": 0.0, "y": 0.0, "z": HALF_SQRT2,
+                                                                    "w": HALF_SQRT2}}}},
+                                 log_time=log_time)
+        writer.finish()
+    frames = list(read_frames(path, image_topic="/cam/image", depth_topic="/cam/depth",
+                              info_topic="/cam/info", pose_topic="/odom"))
+    assert len(frames) == 4
+    expected_rotation = pose_from_translation_quaternion((0, 0, 0), (0, 0, HALF_SQRT2, HALF_SQRT2))
+    for i, frame in enumerate(frames):
+        assert frame.stamp == pytest.approx(100 + i + 0.5)
+        assert np.array_equal(frame.rgb, colours[i])  # via /compressed, decoded with PIL
+        assert np.array_equal(frame.depth, depths_mm[i]) and frame.depth_scale == 0.001
+        assert frame.K[0, 0] == 50.0 and frame.K[1, 2] == 23.5
+        np.testing.assert_allclose(frame.pose[:3, 3], [i, 0, 1])
+        np.testing.assert_allclose(frame.pose[:3, :3], expected_rotation[:3, :3], atol=1e-12)
+
+
+def test_compressed_depth_png_is_decoded(tmp_path):
+    typestore = jazzy_typestore()
+    path = tmp_path / "compressed_depth.mcap"
+    depth_mm = np.arange(WIDTH * HEIGHT, dtype=np.uint16).reshape(HEIGHT, WIDTH) + 400
+    with path.open("wb") as stream:
+        writer = McapRos2Writer(stream)
+        image_schema = writer.register_msgdef(
+            "sensor_msgs/msg/Image", typestore.generate_msgdef("sensor_msgs/msg/Image", ros_version=2)[0])
+        compressed_schema = writer.register_msgdef(
+            "sensor_msgs/msg/CompressedImage",
+            typestore.generate_msgdef("sensor_msgs/msg/CompressedImage", ros_version=2)[0])
+        header = {"stamp": {"sec": 1, "nanosec": 0}, "frame_id": "cam"}
+        writer.write_message("/camera/color/image_raw", image_schema,
+                             {"header": header, "height": HEIGHT, "width": WIDTH, "encoding": "bgr8",
+                              "is_bigendian": 0, "step": WIDTH * 3,
+                              "data": np.full((HEIGHT, WIDTH, 3), (10, 20, 30), np.uint8).tobytes()},
+                             log_time=1_000_000_000)
+        payload = struct.pack("<iff", 0, 0.0, 0.0) + _png(depth_mm)
+        writer.write_message("/camera/depth/image_raw/compressedDepth", compressed_schema,
+                             {"header": header, "format": "16UC1; compressedDepth png", "data": payload},
+                             log_time=1_000_000_000)
+        writer.finish()
+    (frame,) = read_frames(path)
+    assert tuple(frame.rgb[0, 0]) == (30, 20, 10)  # bgr8 -> rgb
+    assert np.array_equal(frame.depth, depth_mm) and frame.depth_scale == 0.001
+    assert frame.K is None and frame.pose is None
+
+
+def test_truncated_mcap_yields_what_was_read_then_raises(tmp_path, caplog):
+    # rosbags writes ~1 MB chunks: 24 frames of 160x120 RGB + float depth make a few of them
+    paths = write_scene(tmp_path / "scene", seed=5, width=160, height=120, num_frames=24, storage="mcap")
+    damaged = tmp_path / "bag"
+    shutil.copytree(paths.bag, damaged)
+    storage = damaged / "bag.mcap"
+    storage.write_bytes(storage.read_bytes()[: int(storage.stat().st_size * 0.6)])
+    frames = []
+    with caplog.at_level(logging.WARNING), pytest.raises(BagReadError,
+                                                         match=r"damaged or truncated after \d+ frame"):
+        for frame in read_frames(damaged):
+            frames.append(frame)
+    assert 3 <= len(frames) < 24
+    assert "front to back" in caplog.text
+    # the frames read before the damage are the real ones
+    intact = list(read_frames(paths.bag))
+    for got, want in zip(frames, intact, strict=False):
+        assert got.stamp == want.stamp and np.array_equal(got.rgb, want.rgb)
+
+
+def test_truncated_sqlite_and_garbage_files_raise_clear_errors(tmp_path):
+    paths = write_scene(tmp_path / "sq", seed=2, width=32, height=24, num_frames=6)
+    storage = paths.bag / "bag.db3"
+    storage.write_bytes(storage.read_bytes()[: storage.stat().st_size // 2])
+    with pytest.raises(BagReadError, match="cannot open bag"):
+        list(read_frames(paths.bag))
+    garbage = tmp_path / "garbage.mcap"
+    garbage.write_bytes(b"definitely not an mcap file" * 10)
+    with pytest.raises(BagReadError, match=r"damaged or truncated after 0 frame"):
+        list(read_frames(garbage))
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(BagReadError, match=r"without metadata\.yaml"):
+        list(read_frames(tmp_path / "empty_dir"))
+    with pytest.raises(FileNotFoundError):
+        list(read_frames(tmp_path / "missing"))
+
+
+def test_unknown_image_topic_lists_the_topics(mcap_scene):
+    with pytest.raises(ValueError, match=r"'/nope' is not in .*/camera/color/image_raw"):
+        list(read_frames(mcap_scene.bag, image_topic="/nope"))
