@@ -51,10 +51,6 @@ DEFAULT_MAX_PIXELS = 768 * 28 * 28
 MAX_QUESTION_CHARS = 4000
 MAX_OPTIONS = 26
 QUESTION_FIELDS = ("question", "options", "task_type", "query_id")
-# Qwen2 special tokens (the real vocabulary; tiny checkpoints keep it): stop and padding.
-ENDOFTEXT_ID = 151643
-IM_END_ID = 151645
-FIRST_SPECIAL_ID = 151643
 
 
 def _ms(seconds: float) -> float:
@@ -424,11 +420,13 @@ class SpatialQA:
         )
 
     def _special_ids(self) -> tuple[list[int], int]:
+        """Stop ids (the checkpoint's eos + <|im_end|> + <|endoftext|>) and the padding id."""
+        end_of_text = self.tokenizer.token_to_id("<|endoftext|>")
         eos = self.model.generation_config.eos_token_id
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        eos_ids = sorted({*eos_ids, IM_END_ID, ENDOFTEXT_ID})
+        eos_ids = sorted({*eos_ids, self.tokenizer.token_to_id("<|im_end|>"), end_of_text})
         pad = self.model.generation_config.pad_token_id
-        return eos_ids, int(pad if pad is not None else ENDOFTEXT_ID)
+        return eos_ids, int(pad if pad is not None else end_of_text)
 
     def _chat_ids(self, prompt: str, num_video_tokens: int) -> list[int]:
         from spatial_mllm_ros.model.tokenizer import build_chat_input_ids
@@ -480,7 +478,7 @@ class SpatialQA:
                     break
                 kept.append(token)
                 kept_probs.append(prob)
-            text = self.tokenizer.decode([t for t in kept if t < FIRST_SPECIAL_ID])
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
             results.append((text.strip(), float(sum(kept_probs) / len(kept_probs)) if kept_probs else -1.0))
         return results
 

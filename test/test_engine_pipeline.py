@@ -1,0 +1,183 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""SpatialQA end to end on a tiny random checkpoint: typed answers, cache, batching, rejections."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spatial_mllm_ros.core.answers import KINDS
+from spatial_mllm_ros.core.frames import Frame
+from spatial_mllm_ros.core.selection import Selection
+from spatial_mllm_ros.core.synthetic_rgbd import make_room_scan
+from spatial_mllm_ros.engine import Answer, SpatialQA
+
+SMALL_PIXELS = 28 * 28 * 4  # keeps the synthetic 56x84 frames at their size (no upscaling)
+QUESTIONS = [
+    {"question": "How many chairs are in this room?", "query_id": "q-count"},
+    {"question": "What is the distance between the table and the door (in meters)?"},
+    {"question": "Which object is closest to the sofa?", "options": ["lamp", "table", "door", "window"],
+     "query_id": "q-mc"},
+    {"question": "What is the size of this room (in square meters)?", "task_type": "room_size_estimation"},
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny_model"), preset="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def qa(tiny_dir):
+    torch.set_num_threads(1)
+    engine = SpatialQA(tiny_dir, max_frames=4, max_new_tokens=4, min_pixels=SMALL_PIXELS)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def frames():
+    return make_room_scan(num_frames=12, width=84, height=56)
+
+
+def test_ask_end_to_end_gives_a_typed_answer(qa, frames):
+    answer = qa.ask(frames, "How many chairs are in this room?", query_id="q1")
+    assert isinstance(answer, Answer) and answer.ok, answer.error
+    assert answer.query_id == "q1" and answer.task_type == "object_counting"
+    assert answer.kind in KINDS and isinstance(answer.raw_text, str)
+    assert answer.kind == "none" or answer.kind == "number"  # a counting question never yields a letter
+    if answer.kind == "number":
+        assert answer.unit == "count" and math.isfinite(answer.value)
+    else:
+        assert answer.parse_reason
+    assert 0.0 < answer.confidence <= 1.0
+    assert isinstance(answer.selection, Selection) and answer.selection.method.startswith("space_aware")
+    assert len(answer.selection.indices) == 4 == len(answer.frame_stamps)
+    assert answer.frame_stamps == sorted(frames[i].stamp for i in answer.selection.indices)
+    assert answer.frame_camera_ids == ["camera"] * 4
+    assert answer.model_id.startswith(qa.model_id.split("@")[0]) and answer.backend == "torch-cpu"
+    for stage in (answer.selection_ms, answer.prepare_ms, answer.encode_ms, answer.generate_ms):
+        assert 0.0 <= stage <= answer.total_ms
+
+
+def test_greedy_is_deterministic_and_the_cache_skips_encoding(qa, frames):
+    qa.cache.clear()
+    first = qa.ask(frames, "How far is the door from the window?")
+    second = qa.ask(frames, "How far is the door from the window?")
+    assert first.ok and second.ok
+    assert (first.raw_text, first.confidence) == (second.raw_text, second.confidence)
+    assert not first.cache_hit and second.cache_hit
+    other_frames = qa.ask(frames[:6], "How far is the door from the window?")
+    assert not other_frames.cache_hit and len(qa.cache) == 2
+
+
+def test_batched_questions_give_the_same_text_as_one_by_one(qa, frames):
+    one_by_one = [qa.ask(frames, q["question"], q.get("options"), q.get("task_type"),
+                         query_id=q.get("query_id")) for q in QUESTIONS]
+    batched = qa.ask_many(frames, QUESTIONS)
+    assert [a.raw_text for a in batched] == [a.raw_text for a in one_by_one]
+    assert [a.query_id for a in batched] == ["q-count", "", "q-mc", ""]
+    assert [a.task_type for a in batched] == ["object_counting", "object_abs_distance", "object_rel_distance",
+                                              "room_size_estimation"]
+    np.testing.assert_allclose([a.confidence for a in batched], [a.confidence for a in one_by_one], atol=1e-4)
+    choice = batched[2]
+    assert choice.kind in ("choice", "none")
+    if choice.kind == "choice":
+        assert choice.choice_letter in "ABCD" and choice.choice_index == "ABCD".index(choice.choice_letter)
+    # One selection and one encoding for the whole batch.
+    assert len({tuple(a.frame_stamps) for a in batched}) == 1 and len({a.encode_ms for a in batched}) == 1
+
+
+def test_bad_questions_in_a_batch_are_rejected_alone(qa, frames):
+    batch = [{"question": ""}, QUESTIONS[0], {"question": "x", "colour": "red"}, "what?"]
+    answers = qa.ask_many(frames, batch)
+    assert [bool(a.error) for a in answers] == [True, False, True, True]
+    assert "non-empty" in answers[0].error and "unknown question fields" in answers[2].error
+    assert "must be a dict" in answers[3].error
+
+
+def test_no_model_loaded():
+    engine = SpatialQA(None)
+    assert not engine.model_loaded
+    answer = engine.ask(make_room_scan(num_frames=2, width=56, height=56), "How many chairs?", query_id="7")
+    assert answer.error == "no model loaded" and answer.kind == "none" and answer.query_id == "7"
+    assert [a.error for a in engine.ask_many([], QUESTIONS[:2])] == ["no model loaded"] * 2
+    with pytest.raises(ValueError, match="no model loaded"):
+        engine.generate_text([], ["hi"])
+    engine.warmup()
+    engine.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(frames=[]), "empty buffer"),
+        (dict(frames=None), "empty buffer"),
+        (dict(frames="frames"), "list of Frame"),
+        (dict(frames=[np.zeros((56, 56, 3), np.uint8)]), "not a Frame"),
+        (dict(question=""), "non-empty string"),
+        (dict(question=None), "non-empty string"),
+        (dict(question=42), "non-empty string"),
+        (dict(question="x" * 5000), "too long"),
+        (dict(options="A. lamp"), "list of strings"),
+        (dict(options=["lamp", ""]), "non-empty string"),
+        (dict(options=[str(i) for i in range(30)]), "at most 26"),
+        (dict(task_type="object_weight"), "unknown task type"),
+        (dict(question="Which is closer to the bed?", task_type="object_rel_distance"), "no options"),
+        (dict(max_frames=0), "max_frames"),
+        (dict(max_frames=2.5), "max_frames"),
+    ],
+)
+def test_malformed_input_is_rejected_with_a_reason(qa, frames, kwargs, message):
+    call = dict(frames=frames, question="How many chairs are in this room?")
+    call.update(kwargs)
+    answer = qa.ask(**call)
+    assert isinstance(answer, Answer) and message in answer.error
+    assert answer.kind == "none" and math.isnan(answer.value)
+
+
+def test_frames_of_other_sizes_and_order_are_handled(qa, frames):
+    mixed = list(reversed(frames[:4]))
+    mixed[1] = Frame(stamp=mixed[1].stamp, camera_id="camera", rgb=np.full((40, 60, 3), 128, np.uint8))
+    answer = qa.ask(mixed, "How many chairs are in this room?", max_frames=4)
+    assert answer.ok, answer.error
+    assert answer.frame_stamps == sorted(f.stamp for f in mixed)
+
+
+def test_generate_text_uses_the_given_frames(qa, frames):
+    prompts = ["Describe the room.", "How far did the camera move?"]
+    texts = qa.generate_text(frames[:2], prompts, max_new_tokens=3)
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert texts == [qa.generate_text(frames[:2], [p], max_new_tokens=3)[0] for p in prompts]
+    with pytest.raises(ValueError, match="prompts"):
+        qa.generate_text(frames[:2], "not a list")
+    with pytest.raises(ValueError, match="empty buffer"):
+        qa.generate_text([], ["hi"])
+
+
+def test_onnxruntime_backend_answers_like_torch(tiny_dir, qa, frames, tmp_path):
+    engine = SpatialQA(tiny_dir, backend="onnxruntime", max_frames=4, max_new_tokens=4,
+                       min_pixels=SMALL_PIXELS, export_dir=tmp_path)
+    try:
+        ort_answer = engine.ask(frames, "How many chairs are in this room?")
+        torch_answer = qa.ask(frames, "How many chairs are in this room?")
+        assert ort_answer.ok and ort_answer.backend == "onnxruntime-cpu"
+        assert ort_answer.raw_text == torch_answer.raw_text
+        assert abs(ort_answer.confidence - torch_answer.confidence) < 1e-3
+    finally:
+        engine.close()
+    assert not engine.model_loaded
+    assert engine.ask(frames, "How many chairs?").error == "no model loaded"
+
+
+def test_bad_configuration_fails_fast(tiny_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        SpatialQA(tmp_path)
+    with pytest.raises(ValueError, match="dtype"):
+        SpatialQA(None, dtype="int8")
+    with pytest.raises(ValueError, match="selector"):
+        SpatialQA(None, selector="random")
