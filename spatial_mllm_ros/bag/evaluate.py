@@ -26,8 +26,8 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -189,15 +189,15 @@ def _json_safe(value: Any) -> Any:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write next to the destination, fsync, rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with open(tmp, "x", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eval: damaged bag: {error}\nanswers computed so far are kept in {out_dir / ANSWERS_FILE}",
               file=sys.stderr)
         return 3
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         print(f"eval: {error}", file=sys.stderr)
         return 2
     finally:

@@ -70,7 +70,7 @@ def plot_task_scores(path: Path, summary: dict[str, float], counts: dict[str, in
 
 
 def plot_contact_sheet(path: Path, frames: list, stamps: list[float], title: str, columns: int = 4) -> Path:
-    """Thumbnails of the frames whose stamps are given, in time order, labelled with their stamps."""
+    """Thumbnails of the frames with these stamps, in time order, labelled by time since the first frame."""
     plt = _pyplot()
     by_stamp = {round(frame.stamp, 6): frame for frame in frames}
     chosen = [by_stamp[round(s, 6)] for s in sorted(stamps) if round(s, 6) in by_stamp]
@@ -86,7 +86,7 @@ def plot_contact_sheet(path: Path, frames: list, stamps: list[float], title: str
         axes.axis("off")
         if index < len(chosen):
             axes.imshow(chosen[index].rgb)
-            axes.set_title(f"t={chosen[index].stamp:.2f}s", fontsize=8)
+            axes.set_title(f"t = {chosen[index].stamp - frames[0].stamp:+.2f} s", fontsize=8)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
@@ -109,9 +109,13 @@ def plot_numeric_scatter(path: Path, rows: list[dict[str, Any]]) -> Path | None:
         predicted = np.array([_answer_in_task_units(r) for r in task_rows])
         parsed = np.isfinite(predicted) & np.isfinite(truth)
         axes.scatter(truth[parsed], predicted[parsed], s=18, color="tab:blue", label="answers")
+        unreadable = ~np.isfinite(predicted) & np.isfinite(truth)
+        if unreadable.any():  # drawn on the x axis so that they are counted by eye too
+            axes.scatter(truth[unreadable], np.zeros(int(unreadable.sum())), s=24, marker="x",
+                         color="tab:red", label="unparseable (shown at 0)", clip_on=False)
         finite_truth = truth[np.isfinite(truth)]
-        span = np.concatenate([finite_truth, predicted[parsed]]) if parsed.any() else finite_truth
-        low, high = (float(span.min()), float(span.max())) if span.size else (0.0, 1.0)
+        span = np.concatenate([[0.0], finite_truth, predicted[parsed]])
+        low, high = float(span.min()), float(span.max())
         high = high if high > low else low + 1.0
         axes.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="answer = truth")
         unparsed = int((~parsed).sum())

@@ -1,0 +1,273 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""Offline evaluation over a real rosbag2 scene with the real engine and a tiny random checkpoint.
+
+Checks what an engineer relies on: every question answered and scored with the VSI-Bench metrics,
+strict-JSON and CSV results that agree with each other, a report with real plots, a run that is
+interrupted and resumed ending exactly like an uninterrupted one, and a damaged bag that stops with
+a clear error while the answers already computed stay on disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spatial_mllm_ros.bag.evaluate import (
+    ANSWERS_FILE,
+    RESULTS_JSON,
+    evaluate_bag,
+    load_questions,
+    main,
+    read_bag_frames,
+)
+from spatial_mllm_ros.bag.reader import BagReadError
+from spatial_mllm_ros.bag.scene import write_scene
+from spatial_mllm_ros.core.metrics import aggregate_vsibench, score_question
+from spatial_mllm_ros.engine import SpatialQA
+from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
+
+NUM_FRAMES = 24
+MAX_FRAMES = 4
+MAX_NEW_TOKENS = 6
+
+
+class SimulatedCrashError(RuntimeError):
+    """Raised from the on_answer callback to simulate a crash after N answers."""
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise AssertionError(f"{path} holds the non-JSON constant {constant}")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    # mcap storage: truncating it leaves a readable prefix (the damaged-bag tests need that)
+    root = tmp_path_factory.mktemp("scene") / "room"
+    return write_scene(root, seed=0, num_frames=NUM_FRAMES, storage="mcap")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt", preset="tiny")
+
+
+@pytest.fixture(scope="module")
+def qa(checkpoint):
+    torch.set_num_threads(1)
+    engine = SpatialQA(checkpoint, max_frames=MAX_FRAMES, max_new_tokens=MAX_NEW_TOKENS)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def full_run(scene, qa, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full") / "out"
+    return evaluate_bag(scene.bag, scene.questions, qa, out, max_frames=MAX_FRAMES, progress=False)
+
+
+def _comparable(rows):
+    return [(r["id"], r["raw_text"], r["score"], tuple(r["frame_stamps"]), r["error"]) for r in rows]
+
+
+def test_every_question_answered_and_scored(scene, full_run):
+    questions = json.loads(scene.questions.read_text())
+    frames, bag_error, _ = read_bag_frames(scene.bag)
+    stamps = {f.stamp for f in frames}
+    assert bag_error == "" and full_run.frames_read == NUM_FRAMES == len(frames)
+    assert [r["id"] for r in full_run.rows] == [str(q["id"]) for q in questions]
+    assert full_run.answered_now == len(questions) and full_run.reused == 0
+    for row, question in zip(full_run.rows, questions, strict=True):
+        assert row["error"] == "", row
+        assert row["num_frames"] == MAX_FRAMES
+        assert row["frame_stamps"] == sorted(row["frame_stamps"]) and set(row["frame_stamps"]) <= stamps
+        options = [o.split(". ", 1)[1] for o in question["options"]] if question["options"] else None
+        assert row["options"] == options
+        expected = score_question(question["question_type"], row["raw_text"], question["ground_truth"],
+                                  options)
+        assert row["score"] == pytest.approx(expected)
+    expected_summary = aggregate_vsibench(
+        [{"question_type": r["question_type"], "score": r["score"]} for r in full_run.rows])
+    assert full_run.summary == pytest.approx(expected_summary)
+    tasks = [t for t in full_run.summary if t != "overall"]
+    assert "object_rel_direction" in tasks and not any(t.startswith("object_rel_direction_") for t in tasks)
+    assert full_run.overall == pytest.approx(np.mean([full_run.summary[t] for t in tasks]))
+    assert sum(full_run.task_counts.values()) == len(questions)
+
+
+def test_result_files_are_valid_and_agree(full_run):
+    payload = _strict_json(full_run.results_json)
+    assert payload["complete"] is True and payload["unanswered"] == 0
+    assert payload["questions"] == len(full_run.rows) == len(payload["rows"])
+    assert payload["summary"] == pytest.approx(full_run.summary)
+    assert payload["config"]["max_frames"] == MAX_FRAMES and payload["config"]["frames"] == NUM_FRAMES
+    with full_run.results_csv.open(newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert [r["id"] for r in csv_rows] == [r["id"] for r in full_run.rows]
+    for csv_row, row in zip(csv_rows, full_run.rows, strict=True):
+        assert float(csv_row["score"]) == pytest.approx(row["score"])
+        assert csv_row["raw_text"] == row["raw_text"]
+        csv_stamps = [float(s) for s in csv_row["frame_stamps"].split()]
+        assert csv_stamps == pytest.approx(row["frame_stamps"], abs=1e-6)
+    answers = full_run.answers_jsonl.read_text().splitlines()
+    assert len(answers) == len(full_run.rows) and all(json.loads(line)["id"] for line in answers)
+    assert not list(full_run.out_dir.glob("*.tmp")) and not list(full_run.out_dir.glob(".*.tmp"))
+
+
+def test_report_plots_are_real_pictures(full_run):
+    names = sorted(p.name for p in full_run.plots)
+    assert names == ["numeric_scatter.png", "selected_frames.png", "task_scores.png"]
+    for path in full_run.plots:
+        assert path.parent == full_run.report_dir and path.stat().st_size > 10_000
+        image = np.asarray(Image.open(path).convert("RGB"))
+        assert image.shape[0] >= 200 and image.shape[1] >= 600
+        assert image.std() > 10, f"{path.name} is nearly blank"
+        assert len(np.unique(image.reshape(-1, 3), axis=0)) > 50, f"{path.name} has almost no content"
+    # the contact sheet shows the rendered room: many distinct colours from the scene's objects
+    sheet = np.asarray(Image.open(full_run.report_dir / "selected_frames.png").convert("RGB"))
+    assert len(np.unique(sheet.reshape(-1, 3), axis=0)) > 1000
+    assert "task_scores.png" in (full_run.report_dir / "index.md").read_text()
+
+
+def test_interrupted_run_resumes_to_the_same_results(scene, qa, full_run, tmp_path):
+    out = tmp_path / "out"
+    stop_after = 5
+    seen = []
+
+    def crash(record):
+        seen.append(record["id"])
+        if len(seen) == stop_after:
+            raise SimulatedCrashError("simulated crash")
+
+    with pytest.raises(SimulatedCrashError):
+        evaluate_bag(scene.bag, scene.questions, qa, out, max_frames=MAX_FRAMES, progress=False,
+                     on_answer=crash)
+    lines = (out / ANSWERS_FILE).read_text().splitlines()
+    assert len(lines) == stop_after and not (out / RESULTS_JSON).exists()
+    # a crash in the middle of a write leaves a torn last line: it is dropped, not fatal
+    with (out / ANSWERS_FILE).open("a") as handle:
+        handle.write('{"id": "6", "raw_text": "tor')
+    resumed = evaluate_bag(scene.bag, scene.questions, qa, out, max_frames=MAX_FRAMES, progress=False)
+    assert resumed.reused == stop_after and resumed.answered_now == len(full_run.rows) - stop_after
+    assert _comparable(resumed.rows) == _comparable(full_run.rows)
+    assert resumed.summary == pytest.approx(full_run.summary)
+    assert len((out / ANSWERS_FILE).read_text().splitlines()) == len(full_run.rows)
+    # a third run has nothing left to ask
+    again = evaluate_bag(scene.bag, scene.questions, qa, out, max_frames=MAX_FRAMES, progress=False,
+                         report=False)
+    assert again.answered_now == 0 and _comparable(again.rows) == _comparable(full_run.rows)
+
+
+def test_other_settings_do_not_mix_with_cached_answers(scene, qa, full_run):
+    with pytest.raises(ValueError, match="different run"):
+        evaluate_bag(scene.bag, scene.questions, qa, full_run.out_dir, max_frames=MAX_FRAMES + 1,
+                     progress=False)
+    with pytest.raises(ValueError, match="selects frames with 'space_aware'"):
+        evaluate_bag(scene.bag, scene.questions, qa, full_run.out_dir, max_frames=MAX_FRAMES, progress=False,
+                     selector="uniform")
+
+
+def test_vsibench_jsonl_question_file(scene, qa, full_run, tmp_path):
+    rows = json.loads(scene.questions.read_text())
+    picked = [r for r in rows if r["question_type"] in ("object_counting", "object_rel_direction_hard")][:3]
+    jsonl = tmp_path / "vsibench.jsonl"
+    jsonl.write_text("\n".join(json.dumps({k: r[k] for k in ("id", "dataset", "scene_name", "question_type",
+                                                               "question", "options", "ground_truth")})
+                               for r in picked) + "\n\n")
+    questions = load_questions(jsonl)
+    assert [q.id for q in questions] == [str(r["id"]) for r in picked]
+    assert all(q.options is None or not q.options[0].startswith("A. ") for q in questions)
+    result = evaluate_bag(scene.bag, jsonl, qa, tmp_path / "out", max_frames=MAX_FRAMES, progress=False,
+                          report=False)
+    by_id = {r["id"]: r for r in full_run.rows}
+    assert _comparable(result.rows) == _comparable([by_id[str(r["id"])] for r in picked])
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    ('[{"id": 1, "question": "How many chairs?", "question_type": "object_counting", "ground_truth": "2"},'
+     ' {"id": 1, "question": "How many beds?", "question_type": "object_counting", "ground_truth": "1"}]',
+     "duplicate question ids"),
+    ('[{"id": 1, "question": "Is it nice?", "question_type": "vibes", "ground_truth": "yes"}]',
+     "no VSI-Bench score"),
+    ('[{"id": 1, "question": "How far?", "question_type": "object_abs_distance", "ground_truth": "far"}]',
+     "not a number"),
+    ('[{"id": 1, "question": "Which?", "question_type": "route_planning", "options": ["A. left", "B. right"],'
+     ' "ground_truth": "up"}]', "neither an option letter"),
+    ('[{"id": 1, "question_type": "object_counting", "ground_truth": "2"}]', "missing field"),
+    ('{"id": 1, "question": "x"\n', "not valid JSON"),
+    ("[]", "no questions"),
+])
+def test_bad_question_files_are_refused_with_a_reason(tmp_path, content, reason):
+    path = tmp_path / "questions.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=reason):
+        load_questions(path)
+
+
+def _truncated_copy(bag, destination, fraction=0.6):
+    shutil.copytree(bag, destination)
+    storage = next(destination.glob("*.mcap"))
+    os.truncate(storage, int(storage.stat().st_size * fraction))
+    return destination
+
+
+def test_damaged_bag_stops_clearly_and_keeps_earlier_answers(scene, qa, tmp_path):
+    bag = tmp_path / "bag"
+    shutil.copytree(scene.bag, bag)
+    out = tmp_path / "out"
+    first = evaluate_bag(bag, scene.questions, qa, out, max_frames=MAX_FRAMES, progress=False, limit=3,
+                         report=False)
+    assert first.answered_now == 3
+    kept = (out / ANSWERS_FILE).read_bytes()
+    shutil.rmtree(bag)
+    _truncated_copy(scene.bag, bag)
+    with pytest.raises(BagReadError, match=r"damaged or truncated after \d+ frame\(s\).*readable"):
+        evaluate_bag(bag, scene.questions, qa, out, max_frames=MAX_FRAMES, progress=False)
+    assert (out / ANSWERS_FILE).read_bytes() == kept
+    # evaluating the readable part is a different run: it refuses to mix with the full bag's answers ...
+    with pytest.raises(ValueError, match="different run"):
+        evaluate_bag(bag, scene.questions, qa, out, max_frames=MAX_FRAMES, progress=False,
+                     allow_truncated=True)
+    assert (out / ANSWERS_FILE).read_bytes() == kept
+    # ... and runs in its own folder, saying the bag was damaged
+    partial = evaluate_bag(bag, scene.questions, qa, tmp_path / "partial", max_frames=MAX_FRAMES,
+                           progress=False, allow_truncated=True, report=False)
+    assert 0 < partial.frames_read < NUM_FRAMES and "truncated" in partial.bag_error
+    assert all(r["error"] == "" for r in partial.rows)
+    payload = _strict_json(partial.results_json)
+    assert payload["bag_error"] == partial.bag_error and payload["frames_read"] == partial.frames_read
+
+
+def test_cli_limit_resume_and_damaged_bag_exit_codes(scene, checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--bag", str(scene.bag), "--questions", str(scene.questions), "--model", str(checkpoint),
+            "--out", str(out), "--max-frames", str(MAX_FRAMES), "--max-new-tokens", str(MAX_NEW_TOKENS),
+            "--no-progress", "--no-report"]
+    assert main([*base, "--limit", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "question(s) not answered yet" in printed and "overall" in printed
+    assert _strict_json(out / RESULTS_JSON)["complete"] is False
+    assert main(base) == 0
+    printed = capsys.readouterr().out
+    assert "not answered yet" not in printed and str(out / RESULTS_JSON) in printed
+    payload = _strict_json(out / RESULTS_JSON)
+    assert payload["complete"] is True and payload["reused"] == 4
+    table_overall = next(line for line in printed.splitlines() if line.startswith("overall"))
+    assert math.isclose(float(table_overall.split()[-1]), round(100 * payload["summary"]["overall"], 1))
+
+    damaged = _truncated_copy(scene.bag, tmp_path / "damaged")
+    assert main([*base[:1], str(damaged), *base[2:]]) == 3
+    error = capsys.readouterr().err
+    assert "damaged bag" in error and "answers computed so far are kept" in error
+    assert main(["--bag", str(tmp_path / "nope"), "--model", str(checkpoint)]) == 2
