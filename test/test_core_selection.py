@@ -236,3 +236,27 @@ def test_frames_from_buffer_feed_the_selector():
     from_buffer = make_selector("space_aware", stride=2).select(frames, 6)
     direct = make_selector("space_aware", stride=2).select(scan, 6)
     assert from_buffer.indices == direct.indices and from_buffer.coverage == direct.coverage
+
+
+def test_broken_geometry_is_skipped_not_fatal():
+    frames = make_room_scan(num_frames=16, width=32, height=24, room=ROOM)
+    broken = list(frames)
+    bad_pose = np.array(frames[3].pose)
+    bad_pose[0, 0] = np.nan
+    broken[3] = Frame(stamp=frames[3].stamp, camera_id="camera", rgb=frames[3].rgb, depth=frames[3].depth,
+                      depth_scale=0.001, K=frames[3].K, pose=bad_pose)
+    bad_k = np.array(frames[5].K)
+    bad_k[0, 0] = 0.0
+    broken[5] = Frame(stamp=frames[5].stamp, camera_id="camera", rgb=frames[5].rgb, depth=frames[5].depth,
+                      depth_scale=0.001, K=bad_k, pose=frames[5].pose)
+    for name in ("space_aware", "space_aware_incremental"):
+        selection = make_selector(name, stride=2, voxel_size=0.25).select(broken, 8)
+        assert 3 not in selection.indices and 5 not in selection.indices and selection.method == name
+    far = [Frame(stamp=f.stamp, camera_id="c", rgb=f.rgb, depth=np.zeros_like(f.depth), depth_scale=0.001,
+                 K=f.K, pose=f.pose) for f in frames]
+    for name in ("space_aware", "space_aware_incremental"):
+        selection = make_selector(name).select(far, 4)
+        assert selection.method == "uniform (fallback: no depth pixel in range)"
+        assert selection.indices == uniform_indices(16, 4)
+    garbage = SpaceAwarePointsSelector(predictor=lambda rgb: (np.zeros((2, 3)), np.zeros(2)))
+    assert garbage.select(frames, 4).method.startswith("uniform (fallback: bad predictor output")

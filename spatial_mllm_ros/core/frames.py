@@ -59,10 +59,14 @@ class Frame:
                                  f"got {self.depth.dtype}")
             if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
                 raise ValueError(f"Frame.depth_scale must be a positive number, got {self.depth_scale}")
-        if self.K is not None and np.shape(self.K) != (3, 3):
-            raise ValueError(f"Frame.K must be (3, 3), got {np.shape(self.K)}")
-        if self.pose is not None and np.shape(self.pose) != (4, 4):
-            raise ValueError(f"Frame.pose must be (4, 4), got {np.shape(self.pose)}")
+        if self.K is not None:
+            if np.shape(self.K) != (3, 3):
+                raise ValueError(f"Frame.K must be (3, 3), got {np.shape(self.K)}")
+            self.K = np.asarray(self.K, dtype=np.float64)  # no copy when it already is
+        if self.pose is not None:
+            if np.shape(self.pose) != (4, 4):
+                raise ValueError(f"Frame.pose must be (4, 4), got {np.shape(self.pose)}")
+            self.pose = np.asarray(self.pose, dtype=np.float64)
 
     @property
     def height(self) -> int:

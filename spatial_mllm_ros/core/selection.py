@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from spatial_mllm_ros.core.frames import Frame
-from spatial_mllm_ros.core.geometry import unproject_depth, unproject_depth_batch
+from spatial_mllm_ros.core.geometry import (
+    ROTATION_TOLERANCE,
+    intrinsics_problem,
+    pose_problem,
+    unproject_depth,
+    unproject_depth_batch,
+)
 from spatial_mllm_ros.core.voxels import (
     VoxelSets,
     greedy_max_coverage,
@@ -104,6 +110,30 @@ def voxel_sets_from_points(per_frame_points: list[np.ndarray], voxel_size: float
     groups = [(np.ascontiguousarray(np.asarray(p, dtype=np.float32).T)[None], np.ones((1, len(p)), bool))
               for p in per_frame_points]
     return grid_voxel_sets(groups, voxel_size, divisor)
+
+
+def usable_geometry(frames: Sequence[Frame], indices: Sequence[int]) -> list[int]:
+    """The given indices whose frames have depth, valid intrinsics and a rigid pose (vectorised check)."""
+    present = [i for i in indices if frames[i].has_geometry]
+    if not present:
+        return []
+    poses = np.stack([frames[i].pose for i in present])  # (m, 4, 4)
+    rotations = poses[:, :3, :3]
+    with np.errstate(invalid="ignore"):
+        orthonormal = np.abs(np.einsum("nji,njk->nik", rotations, rotations) - np.eye(3)).max(axis=(1, 2))
+        bottom_ok = np.all(np.abs(poses[:, 3] - (0.0, 0.0, 0.0, 1.0)) <= 1e-6, axis=1)
+        rigid = (np.isfinite(poses).all(axis=(1, 2)) & (orthonormal <= ROTATION_TOLERANCE)
+                 & (np.linalg.det(rotations) > 0) & bottom_ok)
+    intrinsics_ok: dict[bytes, bool] = {}
+    usable = []
+    for i, ok in zip(present, rigid.tolist(), strict=True):
+        k = frames[i].K
+        key = k.tobytes()
+        if key not in intrinsics_ok:
+            intrinsics_ok[key] = not intrinsics_problem(k)
+        if ok and intrinsics_ok[key]:
+            usable.append(i)
+    return usable
 
 
 def _greedy_selection(sets: VoxelSets, k: int, candidate_indices: list[int], voxel_size: float,
@@ -180,12 +210,15 @@ class SpaceAwareSelector:
         k = _check_k(k)
         n = len(frames)
         candidates = uniform_indices(n, self.max_candidates) if self.max_candidates else list(range(n))
-        usable = [i for i in candidates if frames[i].has_geometry]
+        usable = usable_geometry(frames, candidates)
         if len(usable) < min(k, n) or not usable:
             return _uniform_fallback(frames, k, f"{len(candidates) - len(usable)} of {len(candidates)} "
                                                 "candidate frames lack depth/pose/K")
         sets, voxel_size = self.voxel_sets([frames[i] for i in usable])
-        return _greedy_selection(sets, k, usable, voxel_size, self.name, n, self.fill)
+        selection = _greedy_selection(sets, k, usable, voxel_size, self.name, n, self.fill)
+        if selection.total_voxels == 0:
+            return _uniform_fallback(frames, k, "no depth pixel in range")
+        return selection
 
     def voxel_sets(self, frames: Sequence[Frame]) -> tuple[VoxelSets, float]:
         """Voxel sets of frames that all have geometry, and the voxel size used (for coverage reports)."""
@@ -250,7 +283,7 @@ class SpaceAwareIncrementalSelector:
         if cached is not None:
             self._sets.move_to_end(key)
             return int(cached[1].size)
-        if not frame.has_geometry:
+        if not frame.has_geometry or pose_problem(frame.pose) or intrinsics_problem(frame.K):
             return -1
         world_origin = np.zeros(3, dtype=np.float32)
         coords = voxel_coords(self._points.frame_points(frame), world_origin, self.voxel_size)
@@ -298,7 +331,10 @@ class SpaceAwareIncrementalSelector:
         indptr = np.zeros(len(id_sets) + 1, dtype=np.int64)
         indptr[1:] = np.cumsum([ids.size for ids in id_sets])
         sets = VoxelSets(indptr=indptr, voxel_ids=np.concatenate(id_sets), id_space=max(len(self._ids), 1))
-        return _greedy_selection(sets, k, usable, self.voxel_size, self.name, n, self.fill)
+        selection = _greedy_selection(sets, k, usable, self.voxel_size, self.name, n, self.fill)
+        if selection.total_voxels == 0:
+            return _uniform_fallback(frames, k, "no depth pixel in range")
+        return selection
 
 
 PointPredictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -396,7 +432,12 @@ class SpaceAwarePointsSelector:
         if len(shapes) != 1:
             return _uniform_fallback(frames, k, f"frames differ in size {sorted(shapes)}")
         world_points, conf = self.predictor(np.stack([frames[i].rgb for i in candidates]))
-        inner = self.select_points(world_points, conf, k)
+        try:
+            inner = self.select_points(world_points, conf, k)
+        except ValueError as error:
+            return _uniform_fallback(frames, k, f"bad predictor output: {error}")
+        if inner.total_voxels == 0:
+            return _uniform_fallback(frames, k, "no confident world point")
         indices = [candidates[i] for i in inner.indices]
         if self.fill and len(indices) < min(k, n):
             indices = sorted(_fill_up(indices, n, k))
