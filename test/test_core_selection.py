@@ -18,6 +18,7 @@ from spatial_mllm_ros.core.selection import (
     make_selector,
     points_voxel_sets,
     uniform_indices,
+    voxel_sets_from_points,
 )
 from spatial_mllm_ros.core.synthetic_rgbd import make_room_scan, render_box
 from spatial_mllm_ros.core.voxels import greedy_max_coverage, voxel_sets_from_keys
@@ -70,6 +71,10 @@ def test_points_route_reproduces_fixture_selection_exactly(sa, k):
 def test_points_route_intermediates_match_fixture(sa):
     inputs, outputs, _ = sa
     sets, info = points_voxel_sets(inputs["world_points"], inputs["world_points_conf"])
+    per_frame = [inputs["world_points"][0, t][outputs["conf_mask"][0, t]] for t in range(64)]
+    from_lists, voxel_size, _, _ = voxel_sets_from_points(per_frame)
+    assert voxel_size == info.voxel_size
+    np.testing.assert_array_equal(from_lists.sizes(), outputs["voxel_set_sizes"])
     assert info.conf_threshold.dtype == np.float32 and info.conf_threshold == outputs["conf_threshold"]
     np.testing.assert_array_equal(info.conf_mask, outputs["conf_mask"][0])
     np.testing.assert_array_equal(info.bbox_min.astype(np.float64), outputs["bbox_min"])
@@ -179,6 +184,11 @@ def test_incremental_matches_python_reference_and_reuses_inserted_frames():
     assert selection.greedy_order == reference_greedy(python_sets, 6)
     assert selection.total_voxels == len(set().union(*python_sets))
     assert selector.forget_before(frames[10].stamp) == 10 and len(selector) == 22
+    selector.clear()
+    assert len(selector) == 0
+    small_cache = make_selector("space_aware_incremental", voxel_size=0.25, stride=2, max_cached=5)
+    again = small_cache.select(frames, 6)  # more candidates than cached frames: still consistent
+    assert again.greedy_order == selection.greedy_order and len(small_cache) == 5
 
 
 def test_space_aware_falls_back_to_uniform_without_geometry_and_validates_k():

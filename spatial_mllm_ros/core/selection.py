@@ -24,6 +24,7 @@ selection up with evenly spaced unselected frames instead).
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -248,7 +249,9 @@ class SpaceAwareIncrementalSelector:
 
     ``insert(frame)`` voxelises a frame once (call it from the camera callback, or let ``select`` do it
     for frames it has not seen); ``select`` then only runs the greedy. Frames are identified by
-    ``(camera_id, stamp)``; at most ``max_cached`` are kept (least recently used dropped first).
+    ``(camera_id, stamp)``: call ``clear()`` when the clock was reset (bag loop) so old voxel sets are
+    not reused for new frames with the same stamps. At most ``max_cached`` frames are kept (least
+    recently used dropped first). Thread-safe: insert and select may run on different threads.
 
     Args:
         voxel_size: voxel edge in metres (a fixed world grid, so it cannot follow a bounding box).
@@ -263,14 +266,18 @@ class SpaceAwareIncrementalSelector:
                  max_cached: int = 4096, fill: bool = False) -> None:
         if not (math.isfinite(voxel_size) and voxel_size > 0):
             raise ValueError(f"voxel_size must be a positive number of metres, got {voxel_size}")
+        if max_cached < 1:
+            raise ValueError(f"max_cached must be >= 1, got {max_cached}")
         self._points = SpaceAwareSelector(voxel_size=voxel_size, stride=stride, min_depth=min_depth,
                                           max_depth=max_depth)
         self.voxel_size = float(voxel_size)
         self.max_candidates = max_candidates
         self.max_cached = int(max_cached)
         self.fill = bool(fill)
+        self._lock = threading.Lock()
         self._sets: OrderedDict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._ids: dict[int, int] = {}  # packed voxel key -> compact id
+        self._live_ids = 0  # sum of the cached frames' voxel counts
 
     def __len__(self) -> int:
         """Frames whose voxel sets are cached."""
@@ -278,35 +285,72 @@ class SpaceAwareIncrementalSelector:
 
     def insert(self, frame: Frame) -> int:
         """Voxelise a frame (no-op when already cached). Returns its voxel count, or -1 without geometry."""
+        with self._lock:
+            ids = self._voxelise(frame)
+            self._maintain()
+            return -1 if ids is None else int(ids.size)
+
+    def forget_before(self, stamp: float) -> int:
+        """Drop cached frames older than ``stamp``; returns how many were dropped."""
+        with self._lock:
+            old = [key for key in self._sets if key[1] < stamp]
+            for key in old:
+                self._live_ids -= self._sets.pop(key)[1].size
+            self._maintain()
+            return len(old)
+
+    def clear(self) -> None:
+        """Forget every cached voxel set (after a clock reset)."""
+        with self._lock:
+            self._sets.clear()
+            self._ids = {}
+            self._live_ids = 0
+
+    def select(self, frames: Sequence[Frame], k: int) -> Selection:
+        """Pick up to ``k`` frames maximising coverage, voxelising only frames not inserted before."""
+        k = _check_k(k)
+        n = len(frames)
+        candidates = uniform_indices(n, self.max_candidates) if self.max_candidates else list(range(n))
+        with self._lock:
+            voxelised = [(i, self._voxelise(frames[i])) for i in candidates]
+            usable = [i for i, ids in voxelised if ids is not None]
+            id_sets = [ids for _, ids in voxelised if ids is not None]
+            if len(usable) < min(k, n) or not usable:
+                self._maintain()
+                return _uniform_fallback(frames, k, f"{len(candidates) - len(usable)} of {len(candidates)} "
+                                                    "candidate frames lack depth/pose/K")
+            indptr = np.zeros(len(id_sets) + 1, dtype=np.int64)
+            indptr[1:] = np.cumsum([ids.size for ids in id_sets])
+            sets = VoxelSets(indptr=indptr, voxel_ids=np.concatenate(id_sets),
+                             id_space=max(len(self._ids), 1))
+            self._maintain()  # ids may be renumbered from here on; the sets above hold their own copy
+        selection = _greedy_selection(sets, k, usable, self.voxel_size, self.name, n, self.fill)
+        if selection.total_voxels == 0:
+            return _uniform_fallback(frames, k, "no depth pixel in range")
+        return selection
+
+    def _voxelise(self, frame: Frame) -> np.ndarray | None:
+        """A frame's compact voxel ids, cached; None without usable geometry. Caller holds the lock."""
         key = (frame.camera_id, float(frame.stamp))
         cached = self._sets.get(key)
         if cached is not None:
             self._sets.move_to_end(key)
-            return int(cached[1].size)
+            return cached[1]
         if not frame.has_geometry or pose_problem(frame.pose) or intrinsics_problem(frame.K):
-            return -1
+            return None
         world_origin = np.zeros(3, dtype=np.float32)
         coords = voxel_coords(self._points.frame_points(frame), world_origin, self.voxel_size)
         keys = np.unique(packed_keys(coords)[0])
         ids = self._compact_ids(keys)
         self._sets[key] = (keys, ids)
+        self._live_ids += ids.size
+        return ids
+
+    def _maintain(self) -> None:
+        """Evict beyond ``max_cached``; renumber ids when most of the table belongs to evicted frames."""
         while len(self._sets) > self.max_cached:
-            self._sets.popitem(last=False)
-        self._compact_if_sparse()
-        return int(ids.size)
-
-    def forget_before(self, stamp: float) -> int:
-        """Drop cached frames older than ``stamp``; returns how many were dropped."""
-        old = [key for key in self._sets if key[1] < stamp]
-        for key in old:
-            del self._sets[key]
-        self._compact_if_sparse()
-        return len(old)
-
-    def _compact_if_sparse(self) -> None:
-        """Renumber voxel ids when most of the id table belongs to forgotten frames."""
-        live = sum(ids.size for _, ids in self._sets.values())
-        if len(self._ids) <= max(4 * live, 1 << 16):
+            self._live_ids -= self._sets.popitem(last=False)[1][1].size
+        if len(self._ids) <= max(4 * self._live_ids, 1 << 16):
             return
         self._ids = {}
         for key, (keys, _) in self._sets.items():
@@ -317,24 +361,6 @@ class SpaceAwareIncrementalSelector:
         table = self._ids
         return np.fromiter((table.setdefault(v, len(table)) for v in keys.tolist()), dtype=np.int64,
                            count=keys.size)
-
-    def select(self, frames: Sequence[Frame], k: int) -> Selection:
-        """Pick up to ``k`` frames maximising coverage, voxelising only frames not inserted before."""
-        k = _check_k(k)
-        n = len(frames)
-        candidates = uniform_indices(n, self.max_candidates) if self.max_candidates else list(range(n))
-        usable = [i for i in candidates if self.insert(frames[i]) >= 0]
-        if len(usable) < min(k, n) or not usable:
-            return _uniform_fallback(frames, k, f"{len(candidates) - len(usable)} of {len(candidates)} "
-                                                "candidate frames lack depth/pose/K")
-        id_sets = [self._sets[(frames[i].camera_id, float(frames[i].stamp))][1] for i in usable]
-        indptr = np.zeros(len(id_sets) + 1, dtype=np.int64)
-        indptr[1:] = np.cumsum([ids.size for ids in id_sets])
-        sets = VoxelSets(indptr=indptr, voxel_ids=np.concatenate(id_sets), id_space=max(len(self._ids), 1))
-        selection = _greedy_selection(sets, k, usable, self.voxel_size, self.name, n, self.fill)
-        if selection.total_voxels == 0:
-            return _uniform_fallback(frames, k, "no depth pixel in range")
-        return selection
 
 
 PointPredictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
