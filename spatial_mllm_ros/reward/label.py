@@ -116,10 +116,19 @@ def find_bags(inputs: Sequence[str | Path]) -> list[Path]:
 def episode_ids_for(bags: Sequence[Path]) -> list[str]:
     """One id per bag: its name (``.mcap`` suffix dropped), prefixed by parent dirs if ambiguous."""
     names = [bag.stem if bag.suffix == ".mcap" else bag.name for bag in bags]
-    ids, depth = names, 1
-    while len(set(ids)) < len(ids) and depth < 8:
-        ids = ["/".join([*bag.parts[-1 - depth:-1], name]) for bag, name in zip(bags, names, strict=True)]
-        depth += 1
+    depths = [0] * len(bags)
+
+    def make(i: int) -> str:
+        return "/".join([*bags[i].parts[len(bags[i].parts) - 1 - depths[i]:-1], names[i]])
+
+    ids = [make(i) for i in range(len(bags))]
+    for _ in range(8):
+        clashing = [i for i, eid in enumerate(ids) if ids.count(eid) > 1]
+        if not clashing:
+            break
+        for i in clashing:
+            depths[i] += 1
+            ids[i] = make(i)
     return ids
 
 
@@ -127,7 +136,8 @@ def read_subsampled(bag: Path, options: LabelOptions) -> tuple[list, list[int], 
     """Every stride-th frame of a bag plus its last, their bag positions, the frame count, an error.
 
     Only the kept frames stay in memory. A bag that breaks part way yields what was readable and
-    the error message (the frames before the break still form a valid, shorter episode).
+    the error message (the frames before the break still form a valid, shorter episode); one that
+    cannot be read at all raises (FileNotFoundError, ValueError, BagReadError).
     """
     from spatial_mllm_ros.bag.reader import read_frames
 
@@ -144,6 +154,8 @@ def read_subsampled(bag: Path, options: LabelOptions) -> tuple[list, list[int], 
             last = frame
             count += 1
     except Exception as exc:  # BagReadError and friends: keep what was read
+        if count == 0:
+            raise
         error = f"bag read stopped after {count} frames: {exc}"
     if count and positions[-1] != count - 1:
         kept.append(last)
@@ -160,9 +172,10 @@ def label_bag(annotator: RewardAnnotator, bag: str | Path, episode_id: str, opti
     except Exception as exc:
         return EpisodeResult(episode_id, str(bag), None, error=f"cannot read {bag}: {exc}")
     if not frames:
-        reason = read_error or f"no frames on {options.image_topic}"
+        window = ("" if options.start is None and options.end is None
+                  else f" between {options.start} and {options.end} s")
         return EpisodeResult(episode_id, str(bag), None, num_frames=count,
-                             error=f"{bag}: {reason}")
+                             error=f"{bag}: no frames on {options.image_topic}{window}")
     scores = annotator.score(frames, options.instruction, mode=options.mode, target=options.target,
                              stride=1, progress_callback=progress_callback, cancel_event=cancel_event)
     # The annotator saw only the kept frames: map its indices back to positions in the bag.
