@@ -189,3 +189,20 @@ def test_property_any_stamp_sequence_keeps_bounds_and_counters(events, max_frame
     for camera in ("a", "b"):
         own = [f.stamp for f in buffer.frames(camera)]
         assert len(own) == len(set(own)) <= max_frames
+
+
+def test_add_frame_round_trips_a_complete_frame():
+    from spatial_mllm_ros.core.frames import Frame
+
+    buffer = FrameBuffer()
+    pose = rot_z(0.3, (1.0, 2.0, 3.0))
+    frame = Frame(stamp=2.0, camera_id="c", rgb=rgb(9), depth=np.full((4, 5), 1.5, np.float32), K=np.array(K),
+                  pose=pose, frame_id="c_optical")
+    assert buffer.add_frame(frame) == "accepted"
+    assert buffer.add_frame(frame) == "duplicate"
+    (back,) = buffer.frames()
+    assert back.rgb is frame.rgb and back.depth is frame.depth and back.depth_scale == 1.0
+    np.testing.assert_allclose(back.pose, pose, atol=1e-12)
+    np.testing.assert_array_equal(back.K, K)
+    assert back.frame_id == "c_optical"
+    assert_counters_consistent(buffer)

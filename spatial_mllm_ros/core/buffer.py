@@ -184,6 +184,23 @@ class FrameBuffer:
                 self._counts["evicted_pose_capacity"] += 1
             return ACCEPTED
 
+    def add_frame(self, frame: Frame) -> str:
+        """Buffer a complete :class:`Frame` (e.g. from a bag reader): its image, depth, K and pose.
+
+        The pose goes to the camera's own track. Returns the image's status ("accepted" or the reason).
+        """
+        with self._lock:
+            status = self.add_image(frame.camera_id, frame.stamp, frame.rgb, frame.frame_id)
+            if status != ACCEPTED:
+                return status
+            if frame.K is not None:
+                self.set_intrinsics(frame.camera_id, frame.K)
+            if frame.depth is not None:
+                self.add_depth(frame.camera_id, frame.stamp, frame.depth, frame.depth_scale)
+            if frame.pose is not None:
+                self.add_pose(frame.stamp, frame.pose, camera_id=frame.camera_id)
+            return status
+
     # ----------------------------------------------------------------------------------- queries
     def frames(self, camera_id: str | None = None, start: float | None = None, end: float | None = None,
                require_depth: bool = False, require_pose: bool = False) -> list[Frame]:
