@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import functools
 import itertools
 import json
 import math
@@ -219,11 +220,15 @@ def intrinsics_for(width: int, height: int, horizontal_fov_deg: float = HORIZONT
     return np.array([[focal, 0.0, (width - 1) / 2.0], [0.0, focal, (height - 1) / 2.0], [0.0, 0.0, 1.0]])
 
 
-def _pixel_rays(intrinsics: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) float64 camera rays K^-1 [u, v, 1] through the pixel centres (z = 1)."""
+@functools.lru_cache(maxsize=8)
+def _pixel_rays(k_entries: tuple[float, ...], height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-frame ray (x, y) components K^-1 [u, v, 1] through the pixel centres (z = 1), (H, W) each."""
+    k = np.asarray(k_entries).reshape(3, 3)
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    k = intrinsics
-    return np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
+    x, y = (u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1]
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y
 
 
 def _screen_rectangle(obj: SceneObject, pose: np.ndarray, intrinsics: np.ndarray, height: int,
@@ -244,6 +249,16 @@ def _screen_rectangle(obj: SceneObject, pose: np.ndarray, intrinsics: np.ndarray
     return rows, columns
 
 
+def _nearest_of_three(values: list[np.ndarray], pick_largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Element-wise min (or max) of three arrays and the index (0-2) of the one that gave it."""
+    best, index = values[0], np.zeros(values[0].shape, dtype=np.int8)
+    for i in (1, 2):
+        better = values[i] > best if pick_largest else values[i] < best
+        best = np.where(better, values[i], best)
+        index = np.where(better, np.int8(i), index)
+    return best, index
+
+
 def render_view(scene: Scene, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ray-cast one view: (rgb (H, W, 3) uint8, z-depth (H, W) float32 m, object ids (H, W) int16).
 
@@ -254,44 +269,50 @@ def render_view(scene: Scene, pose: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     """
     height, width = scene.height, scene.width
     rotation, origin = pose[:3, :3], pose[:3, 3]
-    directions = _pixel_rays(scene.intrinsics, height, width) @ rotation.T  # (H, W, 3) world
+    ray_x, ray_y = _pixel_rays(tuple(np.asarray(scene.intrinsics, dtype=np.float64).ravel()), height, width)
+    # world direction components, (H, W) each: R @ [x, y, 1]
+    directions = [rotation[i, 0] * ray_x + rotation[i, 1] * ray_y + rotation[i, 2] for i in range(3)]
+    room_size = np.asarray(scene.room_size, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        inverse = 1.0 / directions
-        room_hi = np.asarray(scene.room_size, dtype=np.float64)
-        exits = np.maximum(-origin * inverse, (room_hi - origin) * inverse)  # leave the room
-        depth = exits.min(axis=2)
-        axis = exits.argmin(axis=2)
+        inverse = [1.0 / d for d in directions]
+        exits = [np.maximum(-origin[i] * inverse[i], (room_size[i] - origin[i]) * inverse[i])
+                 for i in range(3)]
+        depth, axis = _nearest_of_three(exits, pick_largest=False)  # leave the room
         ids = np.zeros((height, width), dtype=np.int16)
         for obj in scene.objects:
             window = _screen_rectangle(obj, pose, scene.intrinsics, height, width)
             if window is None:
                 continue
-            inv = inverse[window]
-            t_lo = (obj.lower - origin) * inv
-            t_hi = (obj.upper - origin) * inv
-            entry_per_axis = np.minimum(t_lo, t_hi)
-            entry = entry_per_axis.max(axis=2)
-            leave = np.maximum(t_lo, t_hi).min(axis=2)
+            lower, upper = obj.lower, obj.upper
+            t_lo = [(lower[i] - origin[i]) * inverse[i][window] for i in range(3)]
+            t_hi = [(upper[i] - origin[i]) * inverse[i][window] for i in range(3)]
+            entry, entry_axis = _nearest_of_three([np.minimum(a, b) for a, b in zip(t_lo, t_hi, strict=True)],
+                                                  pick_largest=True)
+            leave = np.minimum(np.minimum(*(np.maximum(t_lo[i], t_hi[i]) for i in (0, 1))),
+                               np.maximum(t_lo[2], t_hi[2]))
             closer = (entry <= leave) & (entry > 0) & (entry < depth[window])
             depth[window] = np.where(closer, entry, depth[window])
-            axis[window] = np.where(closer, entry_per_axis.argmax(axis=2), axis[window])
-            ids[window] = np.where(closer, obj.object_id, ids[window])
-    component = np.take_along_axis(directions, axis[..., None], axis=2)[..., 0]
-    normals = np.zeros_like(directions)
-    np.put_along_axis(normals, axis[..., None], -np.sign(component)[..., None], axis=2)  # face the camera
-    colours = np.empty_like(directions)
+            axis[window] = np.where(closer, entry_axis, axis[window])
+            ids[window] = np.where(closer, np.int16(obj.object_id), ids[window])
+    component = np.choose(axis, directions)  # ray direction along the hit face's normal axis
+    towards = -np.sign(component)  # the hit face's normal points back toward the camera
+    length = np.sqrt(directions[0] ** 2 + directions[1] ** 2 + directions[2] ** 2)
+    shade = 0.35 + 0.4 * np.clip(towards * _LIGHT[axis], 0.0, None) + 0.25 * np.abs(component) / length
+    # palette: 6 room faces (axis * 2 + far side), then the objects in order
+    palette = np.array([ROOM_FACE_COLOURS[(a, side)] for a in range(3) for side in (0, 1)]
+                       + [np.asarray(obj.color) / 255.0 for obj in scene.objects])
     room = ids == 0
-    side = (component > 0).astype(int)  # room: the far face on that axis
-    for (face_axis, face_side), colour in ROOM_FACE_COLOURS.items():
-        colours[room & (axis == face_axis) & (side == face_side)] = colour
-    points = origin + directions * depth[..., None]
-    checker = (np.floor(points[..., 0] / 0.5) + np.floor(points[..., 1] / 0.5)) % 2 == 0
-    colours[room & (axis == 2) & (side == 0) & checker] *= 0.8
-    for obj in scene.objects:
-        colours[ids == obj.object_id] = np.asarray(obj.color) / 255.0
-    view = -directions / np.linalg.norm(directions, axis=2, keepdims=True)
-    shade = 0.35 + 0.4 * np.clip(normals @ _LIGHT, 0.0, None) + 0.25 * np.abs(np.sum(normals * view, axis=2))
-    rgb = np.clip(colours * shade[..., None] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    index = np.where(room, axis * 2 + (component > 0), 0)
+    if scene.objects:
+        slot = np.zeros(max(obj.object_id for obj in scene.objects) + 1, dtype=np.int64)
+        for j, obj in enumerate(scene.objects):
+            slot[obj.object_id] = 6 + j
+        index = np.where(room, index, slot[ids])
+    floor = index == 4
+    floor_x = origin[0] + directions[0][floor] * depth[floor]
+    floor_y = origin[1] + directions[1][floor] * depth[floor]
+    shade[floor] *= np.where((np.floor(floor_x / 0.5) + np.floor(floor_y / 0.5)) % 2 == 0, 0.8, 1.0)
+    rgb = np.clip(palette[index] * shade[..., None] * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return rgb, depth.astype(np.float32), ids
 
 
