@@ -206,3 +206,16 @@ def test_add_frame_round_trips_a_complete_frame():
     np.testing.assert_array_equal(back.K, K)
     assert back.frame_id == "c_optical"
     assert_counters_consistent(buffer)
+
+
+def test_short_bag_loop_resets_after_a_run_of_out_of_order_stamps():
+    buffer = FrameBuffer(reset_jump=1.0, reset_after_drops=5)
+    stamps = [0.0, 0.1, 0.2, 0.3, 0.4]  # a 0.4 s bag, shorter than reset_jump, played in a loop
+    statuses = [buffer.add_image("c", stamp, rgb()) for stamp in stamps * 3]
+    assert statuses[:5] == ["accepted"] * 5
+    # second pass: 0.0 .. 0.3 are out of order, the 5th backwards stamp in a row (0.4 is a duplicate,
+    # which does not count) is taken as a reset
+    assert statuses[5:10] == ["out_of_order"] * 4 + ["duplicate"]
+    assert statuses[10] == "accepted" and buffer.counters["resets"] == 1
+    assert [f.stamp for f in buffer.frames()] == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert_counters_consistent(buffer)

@@ -14,7 +14,9 @@ shared default track):
 * non-finite or negative stamp -> dropped ``invalid_stamp``;
 * stamp equal to the newest one -> dropped ``duplicate``;
 * stamp older than the newest by less than ``reset_jump`` -> dropped ``out_of_order``;
-* stamp older by ``reset_jump`` or more (bag loop, simulator reset) -> the whole buffer is cleared
+* stamp older by ``reset_jump`` or more (bag loop, simulator reset), or ``reset_after_drops``
+  out-of-order stamps in a row on one stream (a loop shorter than ``reset_jump``) -> the whole buffer is
+  cleared
   (counted in ``resets`` and ``cleared_<kind>_reset``) and the message is accepted as the first of the
   new timeline. Messages of the old timeline still in flight on other streams right after a reset
   (a stamp ``reset_jump`` or more ahead of the newest accepted one) are dropped ``stale_after_reset``.
@@ -64,6 +66,7 @@ class _Stream:
     capacity: int
     entries: deque = field(default_factory=deque)
     newest: float | None = None  # kept after evictions; forgotten only on reset
+    backwards_streak: int = 0  # out-of-order stamps in a row
     nbytes: int = 0
 
 
@@ -78,16 +81,17 @@ class FrameBuffer:
         pose_tolerance: largest distance (s) to a pose sample used without interpolation (track ends).
         max_pose_gap: longest gap (s) between two pose samples that is interpolated across.
         reset_jump: a stamp this many seconds behind its stream's newest one means the clock was reset.
+        reset_after_drops: this many out-of-order stamps in a row on one stream also mean a reset.
     """
 
     def __init__(self, max_frames: int = 300, max_bytes: int = 512 * 1024 * 1024, max_poses: int = 10000,
                  depth_tolerance: float = 0.02, pose_tolerance: float = 0.05, max_pose_gap: float = 0.5,
-                 reset_jump: float = 1.0) -> None:
+                 reset_jump: float = 1.0, reset_after_drops: int = 30) -> None:
         if max_frames < 1 or max_poses < 2 or max_bytes < 1:
             raise ValueError(f"buffer bounds must be positive (max_frames={max_frames}, "
                              f"max_poses={max_poses} >= 2, max_bytes={max_bytes})")
-        if min(depth_tolerance, pose_tolerance, max_pose_gap) < 0 or reset_jump <= 0:
-            raise ValueError("tolerances must be >= 0 and reset_jump > 0")
+        if min(depth_tolerance, pose_tolerance, max_pose_gap) < 0 or reset_jump <= 0 or reset_after_drops < 1:
+            raise ValueError("tolerances must be >= 0, reset_jump > 0 and reset_after_drops >= 1")
         self.max_frames = int(max_frames)
         self.max_bytes = int(max_bytes)
         self.max_poses = int(max_poses)
@@ -95,6 +99,7 @@ class FrameBuffer:
         self.pose_tolerance = float(pose_tolerance)
         self.max_pose_gap = float(max_pose_gap)
         self.reset_jump = float(reset_jump)
+        self.reset_after_drops = int(reset_after_drops)
         self._lock = threading.RLock()
         self._images: dict[str, _Stream] = {}
         self._depths: dict[str, _Stream] = {}
@@ -177,6 +182,7 @@ class FrameBuffer:
                 return status
             stream.entries.append((float(stamp), matrix, 0))
             stream.newest = float(stamp)
+            stream.backwards_streak = 0
             self._note_accepted(stream, float(stamp))
             self._counts["accepted_pose"] += 1
             if len(stream.entries) > stream.capacity:
@@ -328,7 +334,8 @@ class FrameBuffer:
         if stamp == stream.newest:
             return self._drop(kind, "duplicate")
         if stamp < stream.newest:
-            if stream.newest - stamp < self.reset_jump:
+            stream.backwards_streak += 1
+            if stream.newest - stamp < self.reset_jump and stream.backwards_streak < self.reset_after_drops:
                 return self._drop(kind, "out_of_order")
             self._clear_streams(count_as="reset")
         return ACCEPTED
@@ -348,6 +355,7 @@ class FrameBuffer:
         stamp = float(stamp)
         stream.entries.append((stamp, payload, nbytes))
         stream.newest = stamp
+        stream.backwards_streak = 0
         stream.nbytes += nbytes
         self._nbytes += nbytes
         self._note_accepted(stream, stamp)
@@ -383,6 +391,7 @@ class FrameBuffer:
                     self._counts[f"cleared_{kind}_{count_as}"] += len(stream.entries)
                 stream.entries.clear()
                 stream.newest = None
+                stream.backwards_streak = 0
                 stream.nbytes = 0
         self._nbytes = 0
         self._newest_accepted = None
