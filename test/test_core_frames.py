@@ -61,6 +61,7 @@ def test_rgb_view_is_zero_copy_and_skips_row_padding():
     np.testing.assert_array_equal(rgb_view(buffer, 4, 5, 16, "bgr8"), image[..., ::-1])
     rgba = np.dstack([image, np.full((4, 5), 255, np.uint8)])
     np.testing.assert_array_equal(rgb_view(rgba.tobytes(), 4, 5, 20, "rgba8"), image)
+    np.testing.assert_array_equal(rgb_view(list(padded.reshape(-1)), 4, 5, 16), image)  # list: copied
     with pytest.raises(ValueError, match="needed"):
         rgb_view(buffer[:-20], 4, 5, 16)
     with pytest.raises(ValueError, match="encoding"):

@@ -107,7 +107,10 @@ def _strided_bytes(buffer, height: int, width: int, step: int, row_bytes: int) -
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if step < row_bytes:
         raise ValueError(f"row step {step} is smaller than the {row_bytes} bytes of one row")
-    flat = np.frombuffer(buffer, dtype=np.uint8)
+    try:
+        flat = np.frombuffer(buffer, dtype=np.uint8)  # zero copy for bytes, array.array, ndarray, memoryview
+    except (TypeError, ValueError):  # e.g. a list of ints: one copy
+        flat = np.asarray(buffer, dtype=np.uint8).reshape(-1)
     needed = step * (height - 1) + row_bytes
     if flat.size < needed:
         raise ValueError(f"image buffer holds {flat.size} bytes, {needed} needed for {width}x{height} "
