@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spatial_mllm_ros.core.answers import ParsedAnswer, parse_answer, vsibench_first_token
 
@@ -195,3 +197,13 @@ def test_vsibench_first_token_rule():
     assert vsibench_first_token("B. chair") == "B"
     assert vsibench_first_token("2.5 meters") == "2.5"
     assert vsibench_first_token("The answer is C") == "The"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80), st.sampled_from([DIST, SIZE, ROOM, COUNT, REL, HARD, "open"]))
+def test_parse_answer_never_raises_on_any_text(text, task):
+    parsed = parse_answer(text, task, FOUR if task == REL else None)
+    assert parsed.kind in ("choice", "number", "text", "none")
+    assert (parsed.kind == "none") == bool(parsed.reason)
+    if parsed.kind == "number":
+        assert math.isfinite(parsed.value)

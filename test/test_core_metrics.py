@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spatial_mllm_ros.core.metrics import (
     MRA_THRESHOLDS,
@@ -72,7 +74,8 @@ def test_exact_choice_accuracy():
 
 def test_ground_truth_letter_forms():
     options = ["A. left", "B. right"]
-    assert [ground_truth_letter(g, options) for g in ("B", "b", "B.", "(B)", "right")] == ["B"] * 5
+    forms = ("B", "b", "B.", "(B)", "right", "B. right")
+    assert [ground_truth_letter(g, options) for g in forms] == ["B"] * 6
     with pytest.raises(ValueError, match="neither"):
         ground_truth_letter("back", options)
 
@@ -147,3 +150,15 @@ def test_aggregate_edge_cases():
     assert math.isnan(aggregate_vsibench([])["overall"])
     with pytest.raises(ValueError, match="unknown question_type"):
         aggregate_vsibench([{"id": 7, "question_type": "counting", "score": 1.0}])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(min_value=0.01, max_value=1e6), st.floats(min_value=0.0, max_value=3.0))
+def test_mra_depends_only_on_the_relative_error(gt, relative_error):
+    over = mean_relative_accuracy(gt * (1 + relative_error), gt)
+    under = mean_relative_accuracy(gt * (1 - relative_error), gt)
+    # exact count of thresholds theta with relative_error <= 1 - theta, up to float noise at the edges
+    expected = sum(relative_error <= 1 - theta + 1e-9 for theta in MRA_THRESHOLDS) / 10
+    assert abs(over - expected) <= 0.1 + 1e-12 and abs(under - expected) <= 0.1 + 1e-12
+    assert 0.0 <= over <= 1.0 and 0.0 <= under <= 1.0
+    assert mean_relative_accuracy(gt * (1 + relative_error + 0.2), gt) <= over

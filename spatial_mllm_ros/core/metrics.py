@@ -78,10 +78,10 @@ def exact_choice_accuracy(pred: str | None, gt: str) -> float:
 
 
 def ground_truth_letter(ground_truth: str, options: Sequence[str] | None = None) -> str:
-    """The option letter of a multiple-choice ground truth given as "B", "B." / "(b)" or option text."""
+    """The option letter of a multiple-choice ground truth: "B", "B." / "(b)", "B. chair" or "chair"."""
     text = str(ground_truth).strip()
     letter, rest = split_option(text)
-    if letter is not None and not rest:
+    if letter is not None and (not rest or (options and text in [o.strip() for o in options])):
         return letter
     if len(text) == 1 and text.isalpha():
         return text.upper()
