@@ -43,7 +43,7 @@ ACCEPTED = "accepted"
 KINDS = ("image", "depth", "pose", "camera_info")
 DROP_REASONS = ("invalid_stamp", "invalid_data", "duplicate", "out_of_order", "too_large",
                 "stale_after_reset")
-REMOVAL_REASONS = ("capacity", "memory", "reset")
+EVICTION_REASONS = ("capacity", "memory")
 
 
 def held_nbytes(array: np.ndarray) -> int:
@@ -300,7 +300,7 @@ class FrameBuffer:
                 for reason in DROP_REASONS:
                     out[f"dropped_{kind}_{reason}"] = self._counts[f"dropped_{kind}_{reason}"]
                 if kind != "camera_info":
-                    for reason in ("capacity", "memory"):
+                    for reason in EVICTION_REASONS:
                         out[f"evicted_{kind}_{reason}"] = self._counts[f"evicted_{kind}_{reason}"]
                     out[f"cleared_{kind}_reset"] = self._counts[f"cleared_{kind}_reset"]
             out["held_image"] = sum(len(s.entries) for s in self._images.values())
