@@ -4,11 +4,12 @@
 
 Judging a spatial model needs recordings whose answers are known exactly. A scene here is a box room
 (``map`` frame, z up, floor corner at the origin) with axis-aligned furniture-like boxes of known
-category, size, position and colour. The camera first turns once around while walking, then keeps
-facing a target object it approaches (so per-frame "progress" is known for the reward annotator).
-Frames are rendered by vectorised numpy ray casting (shaded RGB, metric z-depth, per-pixel object
-ids) and written as a real rosbag2 directory, with a VSI-Bench-format ``questions.json`` and a
-``scene.json`` holding the scene definition, per-frame visibility and camera-to-target distances.
+category, size, position and colour. The camera starts with its back to a target object, turns one
+and a half times around while walking toward it, then keeps facing the target it approaches (so
+per-frame "progress" is known for the reward annotator). Frames are rendered by vectorised numpy
+ray casting (shaded RGB, metric z-depth, per-pixel object ids) and written as a real rosbag2
+directory, with a VSI-Bench-format ``questions.json`` and a ``scene.json`` holding the scene
+definition, per-frame visibility and camera-to-target distances.
 
 Conventions: OpenCV camera axes (x right, y down, z forward); poses are camera-to-world; depth is
 the z-depth along the optical axis; absolute distances are between the CLOSEST POINTS of the two
@@ -62,7 +63,8 @@ TARGET_CATEGORIES = ("refrigerator", "cabinet", "bookshelf", "sofa", "desk", "be
 CAMERA_HEIGHT = 1.4
 CAMERA_PITCH = -0.26  # rad, looking slightly down
 HORIZONTAL_FOV_DEG = 75.0
-TURN_FRACTION = 0.8  # the first 80 % of the walk includes one full turn
+TURN_FRACTION = 0.8  # during the first 80 % of the walk the camera turns ...
+TURN_ANGLE = 3 * math.pi  # ... one and a half times, starting with its back to the target
 START_STAMP_NS = 1_767_225_600 * 1_000_000_000  # 2026-01-01T00:00:00Z
 
 ROOM_FACE_COLOURS = {  # (axis, side) -> RGB in 0..1: walls slightly different, floor, ceiling
@@ -465,7 +467,7 @@ def _assemble(seed, room, layout, target_index, walk, width, height, num_frames,
         xy = start + (end - start) * t
         position = np.array([xy[0], xy[1], CAMERA_HEIGHT + 0.02 * math.sin(2 * math.pi * 3 * t)])
         facing = math.atan2(target_centre[1] - xy[1], target_centre[0] - xy[0])
-        yaw = facing + 2 * math.pi * max(0.0, 1.0 - t / TURN_FRACTION)
+        yaw = facing + TURN_ANGLE * max(0.0, 1.0 - t / TURN_FRACTION)
         poses[i] = camera_pose(position, yaw, CAMERA_PITCH)
     stamps = START_STAMP_NS + np.round(np.arange(num_frames) * 1e9 / fps).astype(np.int64)
     return Scene(
