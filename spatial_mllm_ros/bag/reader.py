@@ -183,7 +183,13 @@ class _Stream:
         return None if best is None else best[1]
 
     def prune(self, before: float) -> None:
-        """Forget samples too old for any image at or after ``before`` (keeps the newest one)."""
+        """Forget samples too old for any image at or after ``before`` (keeps the newest one).
+
+        Static data (unlimited tolerance) keeps only its few newest samples.
+        """
+        if np.isinf(self.tolerance):
+            while len(self.samples) > 4:
+                self.samples.popleft()
         while len(self.samples) > 1 and self.samples[1][0] < before - self.tolerance:
             self.samples.popleft()
 
