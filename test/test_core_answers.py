@@ -126,6 +126,8 @@ GARBAGE = [
     ("E", REL, FOUR, "letter E is not among the options A-D"),
     ("C.", EASY, LR, "letter C is not among the options A-B"),
     ("Both B and C look close.", REL, FOUR, "ambiguous"),
+    ("B or C", REL, FOUR, "ambiguous"),
+    ("A, D", REL, FOUR, "ambiguous"),
     ("I don't know", REL, FOUR, "no option letter"),
     ("the bed", REL, FOUR, "no option letter"),
     ("nan", ROOM, None, "no number"),

@@ -255,7 +255,9 @@ def _find_letter(text: str, letters: str, texts: list[str]) -> tuple[str | None,
         article = not punctuated and letter in "AI" and rest[:1].isalpha()
         if article and letter in letters and texts:
             article = not _normalise(rest).startswith(_normalise(texts[letters.index(letter)]))
-        if not article:
+        # "B and C", "B or C", "B, C": several letters, decided below
+        listing = re.match(r"^(?:(?:and|or|,|/)\s*)+[(\[]?[A-Z](?![A-Za-z])", rest) is not None
+        if not article and not listing:
             if letter in letters:
                 return letter, ""
             if punctuated or not rest:
