@@ -44,7 +44,6 @@ from spatial_mllm_ros.core.voxels import (
     greedy_max_coverage,
     grid_voxel_sets,
     packed_keys,
-    voxel_coords,
 )
 
 NAN = float("nan")
@@ -276,7 +275,9 @@ class SpaceAwareIncrementalSelector:
         self.fill = bool(fill)
         self._lock = threading.Lock()
         self._sets: OrderedDict[tuple[str, float], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._ids: dict[int, int] = {}  # packed voxel key -> compact id
+        # Id table: packed voxel keys (sorted) and their compact ids; ids are handed out in arrival order.
+        self._table_keys = np.zeros(0, dtype=np.int64)
+        self._table_ids = np.zeros(0, dtype=np.int64)
         self._live_ids = 0  # sum of the cached frames' voxel counts
 
     def __len__(self) -> int:
@@ -303,7 +304,8 @@ class SpaceAwareIncrementalSelector:
         """Forget every cached voxel set (after a clock reset)."""
         with self._lock:
             self._sets.clear()
-            self._ids = {}
+            self._table_keys = np.zeros(0, dtype=np.int64)
+            self._table_ids = np.zeros(0, dtype=np.int64)
             self._live_ids = 0
 
     def select(self, frames: Sequence[Frame], k: int) -> Selection:
@@ -322,7 +324,7 @@ class SpaceAwareIncrementalSelector:
             indptr = np.zeros(len(id_sets) + 1, dtype=np.int64)
             indptr[1:] = np.cumsum([ids.size for ids in id_sets])
             sets = VoxelSets(indptr=indptr, voxel_ids=np.concatenate(id_sets),
-                             id_space=max(len(self._ids), 1))
+                             id_space=max(self._table_ids.size, 1))
             self._maintain()  # ids may be renumbered from here on; the sets above hold their own copy
         selection = _greedy_selection(sets, k, usable, self.voxel_size, self.name, n, self.fill)
         if selection.total_voxels == 0:
@@ -338,29 +340,48 @@ class SpaceAwareIncrementalSelector:
             return cached[1]
         if not frame.has_geometry or pose_problem(frame.pose) or intrinsics_problem(frame.K):
             return None
-        world_origin = np.zeros(3, dtype=np.float32)
-        coords = voxel_coords(self._points.frame_points(frame), world_origin, self.voxel_size)
-        keys = np.unique(packed_keys(coords)[0])
+        keys = np.unique(packed_keys(self.frame_coords(frame))[0])
         ids = self._compact_ids(keys)
         self._sets[key] = (keys, ids)
         self._live_ids += ids.size
         return ids
 
+    def frame_coords(self, frame: Frame) -> np.ndarray:
+        """(3, P) int64 world voxel coordinates ``floor(p / voxel_size)`` of a frame's valid strided depth."""
+        points = self._points
+        depth = frame.depth_m(points.stride)[None]
+        world, valid = unproject_depth_batch(depth, frame.K, frame.pose[None], points.stride,
+                                             points.min_depth, points.max_depth)
+        scaled = world[0][:, valid[0]]  # (3, P) float32
+        scaled /= np.float32(self.voxel_size)
+        return np.floor(scaled).astype(np.int64)
+
     def _maintain(self) -> None:
         """Evict beyond ``max_cached``; renumber ids when most of the table belongs to evicted frames."""
         while len(self._sets) > self.max_cached:
             self._live_ids -= self._sets.popitem(last=False)[1][1].size
-        if len(self._ids) <= max(4 * self._live_ids, 1 << 16):
+        if self._table_ids.size <= max(4 * self._live_ids, 1 << 16):
             return
-        self._ids = {}
+        self._table_keys = np.zeros(0, dtype=np.int64)
+        self._table_ids = np.zeros(0, dtype=np.int64)
         for key, (keys, _) in self._sets.items():
             self._sets[key] = (keys, self._compact_ids(keys))
 
     def _compact_ids(self, keys: np.ndarray) -> np.ndarray:
-        """Compact ids of packed voxel keys, adding unseen keys to the table."""
-        table = self._ids
-        return np.fromiter((table.setdefault(v, len(table)) for v in keys.tolist()), dtype=np.int64,
-                           count=keys.size)
+        """Compact ids of sorted unique packed voxel keys, adding unseen keys to the table."""
+        table_keys, table_ids = self._table_keys, self._table_ids
+        position = np.searchsorted(table_keys, keys)
+        known = np.zeros(keys.size, dtype=bool)
+        inside = position < table_keys.size
+        known[inside] = table_keys[position[inside]] == keys[inside]
+        ids = np.empty(keys.size, dtype=np.int64)
+        ids[known] = table_ids[position[known]]
+        new_keys = keys[~known]
+        new_ids = np.arange(table_ids.size, table_ids.size + new_keys.size, dtype=np.int64)
+        ids[~known] = new_ids
+        self._table_keys = np.insert(table_keys, position[~known], new_keys)
+        self._table_ids = np.insert(table_ids, position[~known], new_ids)
+        return ids
 
 
 PointPredictor = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]

@@ -84,11 +84,16 @@ def grid_keys(coords: np.ndarray, dims) -> np.ndarray:
 
 
 def packed_keys(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unbounded-grid keys: 21 bits per axis. Returns (keys of the in-range rows, in-range mask)."""
+    """Unbounded-grid keys of (3, N) int64 voxel coordinates, 21 bits per axis.
+
+    Returns (keys of the in-range columns, (N,) in-range mask).
+    """
     shifted = coords + AXIS_OFFSET
-    ok = np.all((shifted >= 0) & (shifted < (1 << AXIS_BITS)), axis=1)
-    shifted = shifted[ok]
-    keys = (shifted[:, 0] << (2 * AXIS_BITS)) | (shifted[:, 1] << AXIS_BITS) | shifted[:, 2]
+    limit = 1 << AXIS_BITS
+    ok = (shifted[0] >= 0) & (shifted[0] < limit) & (shifted[1] >= 0) & (shifted[1] < limit) \
+        & (shifted[2] >= 0) & (shifted[2] < limit)
+    shifted = shifted[:, ok]
+    keys = (shifted[0] << (2 * AXIS_BITS)) | (shifted[1] << AXIS_BITS) | shifted[2]
     return keys, ok
 
 
