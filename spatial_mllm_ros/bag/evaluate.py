@@ -273,14 +273,7 @@ def read_bag_frames(bag_path: str | Path, *, buffer_max_frames: int = NODE_BUFFE
     count = 0
     try:
         for frame in read_frames(bag_path, **{k: v for k, v in topics.items() if v}):
-            # The node's subscription callbacks, in the order the messages come.
-            if frame.K is not None:
-                buffer.set_intrinsics(frame.camera_id, frame.K)
-            if frame.pose is not None:
-                buffer.add_pose(frame.stamp, frame.pose, camera_id=frame.camera_id)
-            if frame.depth is not None:
-                buffer.add_depth(frame.camera_id, frame.stamp, frame.depth, frame.depth_scale)
-            buffer.add_image(frame.camera_id, frame.stamp, frame.rgb, frame.frame_id)
+            buffer.add_frame(frame)  # image, depth, K and pose into the node's buffer type
             count += 1
     except BagReadError as error:
         if not allow_truncated:
