@@ -228,13 +228,15 @@ def test_bf16_load_never_holds_a_float32_copy(tmp_path):
     checkpoint_bytes = (mid / "model.safetensors").stat().st_size
     script = textwrap.dedent(
         f"""
-        import resource, torch
+        import torch
         from spatial_mllm_ros.model.modeling_spatial_mllm import SpatialMLLMForConditionalGeneration as M
         torch.set_num_threads(1)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        def status(field):  # this process only (ru_maxrss keeps the parent's peak across exec)
+            with open("/proc/self/status") as handle:
+                return next(int(l.split()[1]) * 1024 for l in handle if l.startswith(field + ":"))
+        before = status("VmRSS")
         model = M.from_pretrained({str(mid)!r}, dtype=torch.bfloat16)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print((after - before) * 1024, sum(p.numel() * p.element_size() for p in model.parameters()))
+        print(status("VmHWM") - before, sum(p.numel() * p.element_size() for p in model.parameters()))
         """
     )
     result = subprocess.run(
