@@ -257,7 +257,9 @@ def test_cli_limit_resume_and_damaged_bag_exit_codes(scene, checkpoint, tmp_path
     assert main([*base, "--limit", "4"]) == 0
     printed = capsys.readouterr().out
     assert "question(s) not answered yet" in printed and "overall" in printed
-    assert _strict_json(out / RESULTS_JSON)["complete"] is False
+    partial = _strict_json(out / RESULTS_JSON)
+    assert partial["complete"] is False and partial["unanswered"] == len(partial["rows"]) - 4
+    assert sum(partial["task_counts"].values()) == 4  # the scores so far cover the answered questions
     assert main(base) == 0
     printed = capsys.readouterr().out
     assert "not answered yet" not in printed and str(out / RESULTS_JSON) in printed

@@ -39,6 +39,7 @@ RUN_CONFIG_FILE = "run_config.json"
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 REPORT_DIR = "report"
+NOT_ANSWERED = "not answered"  # the error of a question a stopped run did not reach yet
 
 # VSI-Bench tasks scored by Mean Relative Accuracy (the rest by exact choice accuracy).
 NUMERIC_TASKS = ("object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation")
@@ -359,7 +360,7 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
             "value": record.get("value"),
             "unit": record.get("unit", ""),
             "score": score,
-            "error": record.get("error", "not answered") if failed else "",
+            "error": record.get("error", NOT_ANSWERED) if failed else "",
             "num_frames": len(record.get("frame_stamps", [])),
             "frame_stamps": record.get("frame_stamps", []),
             "selection_method": record.get("selection_method", ""),
@@ -372,12 +373,16 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
 
 
 def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
-    """VSI-Bench aggregate (per task + overall) and the number of questions per reported task."""
+    """VSI-Bench aggregate (per task + overall) and the number of questions per reported task.
+
+    Questions not asked yet (an interrupted or ``limit``-ed run) are left out, so a partial run
+    shows the scores so far; failed answers count as 0, as in VSI-Bench.
+    """
     from spatial_mllm_ros.core.metrics import aggregate_vsibench
 
-    summary = aggregate_vsibench([{"question_type": r["question_type"], "task_type": r["question_type"],
-                                   "score": r["score"]} for r in rows])
-    counts = Counter(_reported_task(r["question_type"]) for r in rows)
+    asked = [r for r in rows if r.get("error") != NOT_ANSWERED]
+    summary = aggregate_vsibench([{"question_type": r["question_type"], "score": r["score"]} for r in asked])
+    counts = Counter(_reported_task(r["question_type"]) for r in asked)
     return {key: float(value) for key, value in summary.items()}, dict(counts)
 
 
@@ -524,8 +529,8 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
         from spatial_mllm_ros.bag.report import write_report
 
         result.report_dir = out_dir / REPORT_DIR
-        result.plots = write_report(result.report_dir, rows, summary, frames)
-    unanswered = sum(1 for r in rows if r["error"] == "not answered")
+        result.plots = write_report(result.report_dir, rows, summary, counts, frames)
+    unanswered = sum(1 for r in rows if r["error"] == NOT_ANSWERED)
     write_json_atomic(result.results_json, {
         "summary": summary,
         "task_counts": counts,
@@ -645,12 +650,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"eval: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\neval: interrupted; the answers so far are in {out_dir / ANSWERS_FILE}: "
+              "rerun the same command to continue", file=sys.stderr)
+        return 130
     finally:
         qa.close()
     print(format_table(result.summary, result.task_counts))
     if result.bag_error:
         print(f"note: bag damaged, evaluated on the first {result.frames_read} frames ({result.bag_error})")
-    missing = sum(1 for r in result.rows if r["error"] == "not answered")
+    missing = sum(1 for r in result.rows if r["error"] == NOT_ANSWERED)
     if missing:
         print(f"{missing} question(s) not answered yet: rerun the same command to continue")
     print(f"results: {result.results_json} and {result.results_csv}")

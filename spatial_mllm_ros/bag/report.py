@@ -131,13 +131,15 @@ def plot_numeric_scatter(path: Path, rows: list[dict[str, Any]]) -> Path | None:
 
 
 def write_report(report_dir: Path, rows: list[dict[str, Any]], summary: dict[str, float],
-                 frames: list) -> list[Path]:
-    """Write the plots and an index into ``report_dir``; return the PNG paths."""
+                 task_counts: dict[str, int], frames: list) -> list[Path]:
+    """Write the plots and an index into ``report_dir``; return the PNG paths.
+
+    ``summary``/``task_counts`` are the evaluation's per-task scores and question counts, ``rows``
+    its per-question rows and ``frames`` the frames the questions were asked about.
+    """
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    counts = Counter("object_rel_direction" if r["question_type"].startswith("object_rel_direction")
-                     else r["question_type"] for r in rows)
-    plots = [plot_task_scores(report_dir / "task_scores.png", summary, dict(counts))]
+    plots = [plot_task_scores(report_dir / "task_scores.png", summary, task_counts)]
     selections = Counter(tuple(r["frame_stamps"]) for r in rows if r["frame_stamps"])
     stamps, used_by = selections.most_common(1)[0] if selections else ((), 0)
     method = next((r["selection_method"] for r in rows if tuple(r["frame_stamps"]) == stamps), "")
