@@ -1,0 +1,388 @@
+# Copyright 2026 spatial_mllm_ros maintainers
+# SPDX-License-Identifier: Apache-2.0
+"""What the ROS layer costs on top of the engine, measured over real DDS with the tiny model.
+
+* service round trip: ``~/ask`` from another process vs ``SpatialQA.ask`` called directly on the same
+  frames (same thread count, visual-feature cache on in both), median ms and the difference;
+* ingest: 2 cameras x 30 Hz x 640x480 rgb8 published while questions keep the worker busy; frames the
+  node itself dropped (malformed, bad stamps, ...) must be 0; transport losses are reported apart;
+* ``--soak-minutes N`` (not run by default): 30 Hz input and a question per second for N minutes;
+  RSS growth of the node process (from the end of the first minute) and answered/rejected counts.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NODE = "/spatial_mllm_node"
+QUESTION = "How far is the chair from the table?"
+SMALL = (120, 160)  # frames for the round-trip comparison
+VGA = (480, 640)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=0.0,
+        help="also run the soak test for this many minutes (30 Hz input, 1 question/s)",
+    )
+    parser.add_argument("--ingest-seconds", type=float, default=10.0, help="length of the ingest run")
+    parser.add_argument("--round-trips", type=int, default=30, help="questions per round-trip series")
+    parser.add_argument("--model", default="", help="checkpoint directory (default: a tiny random one)")
+
+
+def _tiny_model(args) -> Path:
+    if args.model:
+        return Path(args.model)
+    target = REPO_ROOT / "build" / "test_models" / "ros_tiny_seed0"
+    if not (target / "config.json").is_file():
+        from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".ros_tiny_"))
+        make_tiny_checkpoint(staging, preset="tiny", seed=0)
+        os.replace(staging, target)
+    return target
+
+
+class _Node:
+    """spatial_mllm_node as a subprocess on its own domain."""
+
+    def __init__(self, domain_id: int, params: dict[str, str]) -> None:
+        env = dict(
+            os.environ,
+            ROS_DOMAIN_ID=str(domain_id),
+            ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+            ROS_LOG_DIR=str(REPO_ROOT / "build" / "ros_logs"),
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        )
+        args = ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-p", "autostart:=true"]
+        for key, value in params.items():
+            args += ["-p", f"{key}:={value}"]
+        self.log = tempfile.NamedTemporaryFile(prefix="bench_nodes_", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "spatial_mllm_ros.ros.qa_node", "--ros-args", *args],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def rss_bytes(self) -> int:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+class _Client:
+    """Publishers, the ~/ask client and a /diagnostics listener in this process."""
+
+    def __init__(self, domain_id: int, cameras: list[str]) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from lifecycle_msgs.srv import GetState
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.node import Node
+        from sensor_msgs.msg import Image
+        from spatial_mllm_ros.srv import AskSpatial
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node("bench_nodes_client", context=self.context)
+        # Reliable (as config/cpu.yaml): best-effort 640x480 images lose UDP fragments on a loaded machine.
+        self.images = {c: self.node.create_publisher(Image, f"/{c}/color/image_raw", 10) for c in cameras}
+        self.ask_client = self.node.create_client(AskSpatial, f"{NODE}/ask")
+        self.state_client = self.node.create_client(GetState, f"{NODE}/get_state")
+        self.diagnostics: dict[str, str] = {}
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # context shut down at the end
+            return
+
+    def _on_diagnostics(self, msg) -> None:
+        self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
+
+    def _wait(self, future, timeout: float):
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            if time.monotonic() > deadline:
+                raise TimeoutError("no response")
+            time.sleep(0.0005)
+        return future.result()
+
+    def wait_active(self, node: _Node, timeout: float = 300.0) -> None:
+        from lifecycle_msgs.srv import GetState
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"node exited: {Path(node.log.name).read_text()[-2000:]}")
+            if self.state_client.wait_for_service(timeout_sec=1.0):
+                try:  # no answer while the node is still configuring (loading the model)
+                    state = self._wait(
+                        self.state_client.call_async(GetState.Request()), 10.0
+                    ).current_state.label
+                except TimeoutError:
+                    continue
+                if state == "active":
+                    return
+            time.sleep(0.2)
+        raise TimeoutError("node never became active")
+
+    def ask(self, question: str = QUESTION, max_frames: int = 0, timeout: float = 300.0,
+            window: tuple[float, float] | None = None):
+        from spatial_mllm_ros.srv import AskSpatial
+
+        from spatial_mllm_ros.ros.conversions import sec_to_stamp
+
+        request = AskSpatial.Request(question=question, max_frames=max_frames)
+        if window is not None:
+            request.window_start, request.window_end = sec_to_stamp(window[0]), sec_to_stamp(window[1])
+        return self._wait(self.ask_client.call_async(request), timeout).answer
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _frames(count: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, size=(*size, 3), dtype=np.uint8) for _ in range(count)]
+
+
+def _publish_frames(client: _Client, camera: str, images: list[np.ndarray], stamps: list[float]) -> None:
+    from spatial_mllm_ros.ros.conversions import rgb_to_image
+
+    for image, stamp in zip(images, stamps, strict=True):
+        client.images[camera].publish(rgb_to_image(image, stamp=stamp, frame_id=f"{camera}_optical"))
+        time.sleep(0.02)
+
+
+def _round_trip(args, model: Path) -> dict:
+    """Direct ``SpatialQA.ask`` and ``~/ask`` on the same frames, alternated call by call (A/B)."""
+    # rclpy before torch, in the node's import order: the shared-library load order changed the direct
+    # timings here by ~30%.
+    import rclpy.lifecycle  # noqa: F401
+    import torch
+
+    from spatial_mllm_ros.core.frames import Frame
+    from spatial_mllm_ros.engine import SpatialQA
+
+    torch.set_num_threads(1)  # the node process runs with OMP_NUM_THREADS=1 too
+    repetitions = 8 if args.quick else args.round_trips
+    images = _frames(4, SMALL)
+    stamps = [10.0 + 0.1 * i for i in range(len(images))]
+    settings = {"selector": "uniform", "max_frames": 4, "max_new_tokens": 4}
+    engine = SpatialQA(model, **settings)
+    frames = [Frame(stamp=s, camera_id="camera", rgb=im) for s, im in zip(stamps, images, strict=True)]
+    domain_id = random.SystemRandom().randint(1, 100)
+    node = _Node(
+        domain_id,
+        {
+            "model_path": str(model),
+            "camera.use_depth": "false",
+            "camera.pose_source": "none",
+            **{k: str(v) for k, v in settings.items()},
+        },
+    )
+    client = _Client(domain_id, ["camera"])
+    direct, service, engine_reported, no_inference = [], [], [], []
+    try:
+        client.wait_active(node)
+        while not client.images["camera"].get_subscription_count():
+            time.sleep(0.05)
+        _publish_frames(client, "camera", images, stamps)
+        while int(client.diagnostics.get("received_image", "0")) < len(images):
+            time.sleep(0.05)
+        engine.ask(frames, QUESTION)  # both warm, both with the visual features cached
+        client.ask()
+        for _ in range(repetitions):
+            started = time.perf_counter()
+            answer = engine.ask(frames, QUESTION)
+            direct.append((time.perf_counter() - started) * 1e3)
+            assert not answer.error, answer.error
+            started = time.perf_counter()
+            reply = client.ask()
+            service.append((time.perf_counter() - started) * 1e3)
+            assert not reply.error, reply.error
+            assert len(reply.frame_stamps) == len(answer.frame_stamps)
+            engine_reported.append(reply.selection_ms + reply.encode_ms + reply.generate_ms)
+            # The whole ROS path (DDS both ways, queue, worker, buffer query) without inference: a window
+            # with no frames is answered by the worker with a rejection.
+            started = time.perf_counter()
+            reply = client.ask(window=(1000.0, 1001.0))
+            no_inference.append((time.perf_counter() - started) * 1e3)
+            assert "no camera frames" in reply.error, reply.error
+    finally:
+        client.close()
+        node.stop()
+        engine.close()
+    direct_ms, service_ms = statistics.median(direct), statistics.median(service)
+    return {
+        "direct_ask_ms_median": round(direct_ms, 2),
+        "service_roundtrip_ms_median": round(service_ms, 2),
+        "service_overhead_ms_median": round(
+            statistics.median(s - d for s, d in zip(service, direct, strict=True)), 2
+        ),
+        "service_minus_engine_stages_ms_median": round(
+            statistics.median(s - e for s, e in zip(service, engine_reported, strict=True)), 2
+        ),
+        "service_roundtrip_without_inference_ms_median": round(statistics.median(no_inference), 2),
+        "round_trip_pairs": repetitions,
+    }
+
+
+def _stream(
+    client: _Client, cameras: list[str], seconds: float, rate_hz: float, stop: threading.Event, counts: dict
+) -> None:
+    """Publish every camera at ``rate_hz`` with fresh stamps (messages pre-built, stamps updated)."""
+    from spatial_mllm_ros.ros.conversions import rgb_to_image, sec_to_stamp
+
+    messages = {
+        c: [rgb_to_image(im, frame_id=f"{c}_optical") for im in _frames(3, VGA, seed=i)]
+        for i, c in enumerate(cameras)
+    }
+    period = 1.0 / rate_hz
+    started = time.monotonic()
+    tick = 0
+    while not stop.is_set() and time.monotonic() - started < seconds:
+        stamp = sec_to_stamp(100.0 + tick * period)
+        for camera in cameras:
+            msg = messages[camera][tick % 3]
+            msg.header.stamp = stamp
+            client.images[camera].publish(msg)
+            counts[camera] = counts.get(camera, 0) + 1
+        tick += 1
+        delay = started + tick * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    counts["seconds"] = time.monotonic() - started
+
+
+def _node_drops(diagnostics: dict[str, str]) -> int:
+    return sum(
+        int(v)
+        for k, v in diagnostics.items()
+        if k.startswith("dropped_image_") or k.startswith("malformed_image")
+    )
+
+
+def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: bool = False) -> dict:
+    cameras = ["cam0"] if soak else ["cam0", "cam1"]
+    params = {
+        "model_path": str(model),
+        "cameras": "[" + ", ".join(cameras) + "]",
+        "max_frames": "4",
+        "max_pixels": str(64 * 28 * 28),
+        "max_new_tokens": "4",
+        "selector": "uniform",
+        "queue_size": "2",
+        "qos.images.depth": "10",
+        "qos.images.reliability": "reliable",
+        "diagnostics_period_s": "0.5",
+    }
+    for camera in cameras:
+        params.update(
+            {
+                f"{camera}.namespace": f"/{camera}",
+                f"{camera}.use_depth": "false",
+                f"{camera}.pose_source": "none",
+            }
+        )
+    domain_id = random.SystemRandom().randint(1, 100)
+    node = _Node(domain_id, params)
+    client = _Client(domain_id, cameras)
+    counts: dict = {}
+    answered = rejected = 0
+    rss_start = rss_end = 0
+    try:
+        client.wait_active(node)
+        while not all(p.get_subscription_count() for p in client.images.values()):
+            time.sleep(0.05)
+        stop = threading.Event()
+        publisher = threading.Thread(target=_stream, args=(client, cameras, seconds, 30.0, stop, counts))
+        publisher.start()
+        started = time.monotonic()
+        while publisher.is_alive():
+            asked = time.monotonic()
+            answer = client.ask(f"{QUESTION} ({answered + rejected})")
+            if answer.error:
+                rejected += 1
+            else:
+                answered += 1
+            if soak and not rss_start and time.monotonic() - started > 60.0:
+                rss_start = node.rss_bytes()
+            time.sleep(max(0.0, question_period_s - (time.monotonic() - asked)))
+        publisher.join()
+        rss_end = node.rss_bytes()
+        time.sleep(1.5)  # last diagnostics
+        diagnostics = dict(client.diagnostics)
+    finally:
+        client.close()
+        node.stop()
+    published = sum(counts.get(c, 0) for c in cameras)
+    received = int(diagnostics.get("received_image", "0"))
+    prefix = "soak" if soak else "ingest"
+    figures = {
+        f"{prefix}_cameras": len(cameras),
+        f"{prefix}_seconds": round(counts.get("seconds", 0.0), 1),
+        f"{prefix}_images_published": published,
+        f"{prefix}_images_received_by_node": received,
+        f"{prefix}_images_dropped_by_node": _node_drops(diagnostics),
+        f"{prefix}_images_not_received": published - received,  # DDS/reader history, not the node
+        f"{prefix}_questions_answered": answered,
+        f"{prefix}_questions_rejected": rejected,
+    }
+    if soak:
+        figures["soak_rss_start_mb"] = round(rss_start / 2**20, 1)
+        figures["soak_rss_end_mb"] = round(rss_end / 2**20, 1)
+        figures["soak_rss_growth_pct"] = (
+            round(100.0 * (rss_end - rss_start) / rss_start, 2) if rss_start else float("nan")
+        )
+    return figures
+
+
+def run(args) -> dict:
+    model = _tiny_model(args)
+    figures = _round_trip(args, model)
+    figures.update(_ingest(args, model, 4.0 if args.quick else args.ingest_seconds, question_period_s=0.0))
+    if args.soak_minutes > 0:
+        figures.update(_ingest(args, model, args.soak_minutes * 60.0, question_period_s=1.0, soak=True))
+    return figures
