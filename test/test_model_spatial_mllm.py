@@ -200,3 +200,14 @@ def test_mismatched_video_tokens_are_refused(model, inputs, outputs):
             pixel_values_videos=inputs["pixel_values_videos"],
             video_grid_thw=inputs["video_grid_thw"],
         )
+
+
+def test_text_only_prompt_uses_plain_positions(model, inputs):
+    ids = torch.cat([inputs["input_ids"][:, :14], inputs["input_ids"][:, 56:]], dim=1)  # no video block
+    positions, deltas = model.get_rope_index(ids, attention_mask=torch.ones_like(ids))
+    assert torch.equal(positions, torch.arange(ids.shape[1]).expand(3, 1, -1))
+    assert deltas.item() == 0
+    with torch.no_grad():
+        generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4)
+        step = model(input_ids=generated[:, :-1], use_cache=False)
+    assert torch.equal(step.logits[:, ids.shape[1] - 1 :].argmax(-1), generated[:, ids.shape[1] :])
