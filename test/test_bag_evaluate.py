@@ -273,3 +273,5 @@ def test_cli_limit_resume_and_damaged_bag_exit_codes(scene, checkpoint, tmp_path
     error = capsys.readouterr().err
     assert "damaged bag" in error and "answers computed so far are kept" in error
     assert main(["--bag", str(tmp_path / "nope"), "--model", str(checkpoint)]) == 2
+    assert main([*base[:4], "--model", str(tmp_path / "no_model"), *base[6:]]) == 2
+    assert "no Spatial-MLLM checkpoint" in capsys.readouterr().err

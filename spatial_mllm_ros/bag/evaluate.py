@@ -475,6 +475,9 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
         "camera_id": camera_id,
         "model_id": str(getattr(qa, "model_id", "")),
         "backend": str(getattr(qa, "backend_name", "")),
+        "dtype": str(getattr(qa, "dtype", "")),
+        "device": str(getattr(qa, "device", "")),
+        "max_new_tokens": int(getattr(qa, "max_new_tokens", 0)),
         "max_frames": int(max_frames),
         "selector": selector,
     }
@@ -504,7 +507,9 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
         bar = _progress_bar(total=len(questions), initial=reused, enabled=progress)
         try:
             for question in pending:
-                answer = _ask(qa, frames, question, max_frames, selector)
+                answer = qa.ask(frames, question.question, options=question.options,
+                                task_type=question.question_type, max_frames=max_frames,
+                                query_id=question.id)
                 record = _answer_record(question, answer, run_config["frames_fingerprint"])
                 answer_log.append(record)
                 records[question.id] = record
@@ -525,13 +530,8 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
                         answers_jsonl=answers_path, report_dir=None, frames_read=len(frames),
                         bag_error=bag_error, answered_now=answered_now, reused=reused,
                         read_s=read_s, answer_s=answer_s)
-    if report:
-        from spatial_mllm_ros.bag.report import write_report
-
-        result.report_dir = out_dir / REPORT_DIR
-        result.plots = write_report(result.report_dir, rows, summary, counts, frames)
     unanswered = sum(1 for r in rows if r["error"] == NOT_ANSWERED)
-    write_json_atomic(result.results_json, {
+    payload = {
         "summary": summary,
         "task_counts": counts,
         "questions": len(rows),
@@ -545,16 +545,19 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
         "answer_s": answer_s,
         "answered_now": answered_now,
         "reused": reused,
-        "plots": [str(p.relative_to(out_dir)) for p in result.plots],
+        "plots": [],
         "rows": rows,
-    })
+    }
+    write_json_atomic(result.results_json, payload)  # the results are safe before any plotting
     _write_csv(result.results_csv, rows)
+    if report:
+        from spatial_mllm_ros.bag.report import write_report
+
+        result.report_dir = out_dir / REPORT_DIR
+        result.plots = write_report(result.report_dir, rows, summary, counts, frames)
+        payload["plots"] = [str(p.relative_to(out_dir)) for p in result.plots]
+        write_json_atomic(result.results_json, payload)
     return result
-
-
-def _ask(qa: Any, frames: list, question: Question, max_frames: int, selector: str) -> Any:
-    return qa.ask(frames, question.question, options=question.options, task_type=question.question_type,
-                  max_frames=max_frames, query_id=question.id)
 
 
 class _NoBar:
@@ -602,6 +605,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--buffer-frames", type=int, default=NODE_BUFFER_MAX_FRAMES,
+                        help="frames the buffer keeps, as the node's buffer.max_frames (default "
+                             f"{NODE_BUFFER_MAX_FRAMES}: a longer bag is evaluated on its last frames)")
+    parser.add_argument("--buffer-megabytes", type=float, default=NODE_BUFFER_MAX_MEGABYTES,
+                        help=f"image memory bound of the buffer (default {NODE_BUFFER_MAX_MEGABYTES:g})")
     parser.add_argument("--camera-id", help="evaluate one camera's frames (default: all)")
     parser.add_argument("--image-topic")
     parser.add_argument("--depth-topic")
@@ -629,19 +637,27 @@ def main(argv: list[str] | None = None) -> int:
     if questions is None:
         print(f"eval: no --questions given and no questions.json in or next to {bag}", file=sys.stderr)
         return 2
-    out_dir = Path(args.out) if args.out else Path.cwd() / f"eval_{bag.stem}"
+    name = bag.resolve().parent.name if bag.stem == "bag" else bag.stem  # make-scene writes SCENE/bag
+    out_dir = Path(args.out) if args.out else Path.cwd() / f"eval_{name}"
     topics = {"image_topic": args.image_topic, "depth_topic": args.depth_topic,
               "info_topic": args.info_topic, "pose_topic": args.pose_topic}
+    try:  # a bad question file fails before the model is loaded
+        load_questions(questions)
+        from spatial_mllm_ros.engine import SpatialQA
 
-    from spatial_mllm_ros.engine import SpatialQA
-
-    qa = SpatialQA(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
-                   selector=args.selector, max_frames=args.max_frames, max_new_tokens=args.max_new_tokens)
+        qa = SpatialQA(args.model, backend=args.backend, device=args.device, dtype=args.dtype,
+                       selector=args.selector, max_frames=args.max_frames,
+                       max_new_tokens=args.max_new_tokens)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"eval: {error}", file=sys.stderr)
+        return 2
     try:
         result = evaluate_bag(bag, questions, qa, out_dir, max_frames=args.max_frames, selector=args.selector,
                               progress=not args.no_progress, report=not args.no_report, fresh=args.fresh,
                               allow_truncated=args.allow_truncated, limit=args.limit,
-                              camera_id=args.camera_id, topics={k: v for k, v in topics.items() if v},
+                              buffer_max_frames=args.buffer_frames,
+                              buffer_max_megabytes=args.buffer_megabytes, camera_id=args.camera_id,
+                              topics={k: v for k, v in topics.items() if v},
                               log=lambda message: print(message, file=sys.stderr))
     except BagReadError as error:
         print(f"eval: damaged bag: {error}\nanswers computed so far are kept in {out_dir / ANSWERS_FILE}",
