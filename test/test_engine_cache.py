@@ -36,11 +36,11 @@ def test_evicts_least_recently_used_until_bytes_fit():
     assert cache.get(key(0)) is not None  # 0 becomes most recently used; 1 is now the oldest
     assert cache.put(key(3), block(300))
     assert key(1) not in cache and key(0) in cache
-    assert cache.keys() == [key(2), key(0), key(3)]
+    assert cache.lru_keys() == [key(2), key(0), key(3)]
     assert cache.stats.evictions == 1
     # A large entry pushes out as many old entries as needed.
     assert cache.put(key(4), block(800))
-    assert cache.keys() == [key(4)] and cache.bytes_used == 800
+    assert cache.lru_keys() == [key(4)] and cache.bytes_used == 800
     assert cache.stats.evictions == 4
 
 

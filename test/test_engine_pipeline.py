@@ -181,3 +181,61 @@ def test_bad_configuration_fails_fast(tiny_dir, tmp_path):
         SpatialQA(None, dtype="int8")
     with pytest.raises(ValueError, match="selector"):
         SpatialQA(None, selector="random")
+
+
+def test_prefix_decoding_matches_transformers_generate(qa, frames):
+    """The cached-prefix batched decoder picks exactly the tokens of model.generate (one at a time)."""
+    from spatial_mllm_ros.engine.decoding import PrefixDecoder, prefix_length
+    from spatial_mllm_ros.model.preprocessing import prepare_video
+    from spatial_mllm_ros.model.tokenizer import build_chat_input_ids
+
+    model, tokenizer = qa.model, qa.tokenizer
+    video = prepare_video(np.stack([f.rgb for f in frames[:4]]), [f.stamp for f in frames[:4]],
+                          min_pixels=SMALL_PIXELS)
+    fused = model.get_fused_video_embeds(video.pixel_values_videos, video.video_grid_thw, video.video_tchw)
+    prompts = ["How many chairs are in this room?", "How far is the table from the door?", "Hi"]
+    sequences = [build_chat_input_ids(tokenizer, p, video.num_video_tokens) for p in prompts]
+    eos = [tokenizer.token_to_id("<|im_end|>"), tokenizer.token_to_id("<|endoftext|>")]
+    decoder = PrefixDecoder(model, eos, pad_id=eos[1])
+    plen = prefix_length(sequences[0], tokenizer.vision_end_id)
+    prefix = decoder.prefill_prefix(sequences[0][:plen], fused, video.video_grid_thw,
+                                    video.second_per_grid_ts)
+    assert prefix.nbytes > 0 and len(prefix.kv) == model.config.text_config.num_hidden_layers
+    batched = decoder.generate(prefix, sequences, video.video_grid_thw, video.second_per_grid_ts, 6)
+    with torch.inference_mode():
+        for ids, (tokens, probs) in zip(sequences, batched, strict=True):
+            out = model.generate(
+                input_ids=torch.tensor([ids]), fused_video_embeds=fused, video_grid_thw=video.video_grid_thw,
+                second_per_grid_ts=video.second_per_grid_ts, max_new_tokens=6, do_sample=False,
+                pad_token_id=eos[1], eos_token_id=eos, output_logits=True, return_dict_in_generate=True,
+            )
+            reference = out.sequences[0, len(ids):].tolist()
+            assert tokens == reference[: len(tokens)] and len(tokens) == len(reference)
+            reference_probs = [float(step.float().softmax(-1)[0, t]) for step, t in zip(out.logits, reference,
+                                                                                         strict=True)]
+            np.testing.assert_allclose(probs, reference_probs, atol=1e-5)
+    with pytest.raises(ValueError, match="cached prefix"):
+        decoder.generate(prefix, [sequences[0][5:]], video.video_grid_thw, video.second_per_grid_ts, 2)
+
+
+def test_cache_holds_embeddings_and_prefix_within_its_byte_bound(tiny_dir, frames):
+    small = SpatialQA(tiny_dir, max_frames=4, max_new_tokens=3, min_pixels=SMALL_PIXELS)
+    no_kv = SpatialQA(tiny_dir, max_frames=4, max_new_tokens=3, min_pixels=SMALL_PIXELS,
+                      cache_prefix_kv=False)
+    try:
+        first = small.ask(frames, "How many chairs are in this room?")
+        (entry,) = [small.cache.peek(key) for key in small.cache.lru_keys()]
+        assert entry.prefix is not None and small.cache.bytes_used == entry.nbytes > entry.fused.numel() * 4
+        plain = no_kv.ask(frames, "How many chairs are in this room?")
+        (plain_entry,) = [no_kv.cache.peek(key) for key in no_kv.cache.lru_keys()]
+        assert plain_entry.prefix is None and no_kv.cache.bytes_used == plain_entry.fused.numel() * 4
+        assert plain.raw_text == first.raw_text
+        again = no_kv.ask(frames, "How many chairs are in this room?")
+        assert again.cache_hit and again.raw_text == first.raw_text
+        # A bound smaller than one entry keeps nothing, and answers stay the same.
+        small.cache = type(small.cache)(max_bytes=entry.nbytes - 1)
+        assert small.ask(frames, "How many chairs are in this room?").raw_text == first.raw_text
+        assert len(small.cache) == 0
+    finally:
+        small.close()
+        no_kv.close()

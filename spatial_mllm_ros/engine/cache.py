@@ -107,10 +107,16 @@ class FeatureCache:
     def __contains__(self, key: FeatureKey) -> bool:
         return key in self._entries
 
-    def keys(self) -> list[FeatureKey]:
+    def lru_keys(self) -> list[FeatureKey]:
         """Keys from least to most recently used."""
         with self._lock:
             return list(self._entries)
+
+    def peek(self, key: FeatureKey) -> Any | None:
+        """The cached value or None, without counting a hit/miss or refreshing its recency."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return None if entry is None else entry[0]
 
     def get(self, key: FeatureKey) -> Any | None:
         """The cached value (marking it most recently used), or None."""

@@ -37,7 +37,8 @@ from spatial_mllm_ros.core.prompts import OPEN_TASK_TYPE, TASK_TYPES, build_prom
 from spatial_mllm_ros.core.selection import Selection, make_selector
 from spatial_mllm_ros.engine.answer import Answer
 from spatial_mllm_ros.engine.backends import VisualBackend, make_backend
-from spatial_mllm_ros.engine.cache import FeatureCache, FeatureKey
+from spatial_mllm_ros.engine.cache import FeatureCache, FeatureKey, nbytes_of
+from spatial_mllm_ros.engine.decoding import PrefixDecoder, PrefixState, prefix_length
 
 NO_MODEL = "no model loaded"
 EMPTY_BUFFER = "empty buffer"
@@ -46,7 +47,7 @@ DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
-DEFAULT_CACHE_BYTES = 256 << 20
+DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_MAX_PIXELS = 768 * 28 * 28
 MAX_QUESTION_CHARS = 4000
 MAX_OPTIONS = 26
@@ -87,20 +88,34 @@ class _Question:
 
 
 @dataclass
-class _Encoded:
-    """One frame set, prepared and encoded."""
+class VisualEntry:
+    """What the feature cache keeps per frame set: fused video embeddings and the LLM's prefix keys/values."""
 
-    selection: Selection
-    stamps: list[float]
-    camera_ids: list[str]
     fused: torch.Tensor  # [N_video_tokens, hidden]
     video_grid_thw: torch.Tensor  # [1, 3]
     second_per_grid_ts: torch.Tensor  # [1]
     num_video_tokens: int
+    prefix: PrefixState | None = None  # system + video prefix run through the LLM
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (embeddings + prefix keys/values)."""
+        return nbytes_of(self.fused) + (self.prefix.nbytes if self.prefix is not None else 0)
+
+
+@dataclass
+class _Encoded:
+    """One frame set, selected, prepared and encoded, with the time each stage took."""
+
+    selection: Selection
+    stamps: list[float]
+    camera_ids: list[str]
+    entry: VisualEntry
     selection_ms: float
     prepare_ms: float
     encode_ms: float
     cache_hit: bool
+    key: FeatureKey | None = None  # set when the entry still has to be put into the cache
 
 
 class SpatialQA:
@@ -114,11 +129,14 @@ class SpatialQA:
         selector: frame selector name (``core.selection.make_selector``); ``selector_params`` its options.
         max_frames: default number of frames shown to the model.
         max_new_tokens: default generation length.
-        cache_bytes: bound of the visual-feature cache (0 disables it).
+        cache_bytes: bound of the feature cache (0 disables it): fused video embeddings per frame set
+            and, with ``cache_prefix_kv``, the LLM's keys/values of the system + video prompt prefix.
         max_pixels / min_pixels: per-frame pixel budget of Qwen's resize (upstream 768*28*28).
         export_dir: where ONNX graphs / TensorRT engines are written (default ``~/.cache/spatial_mllm_ros``).
         max_batch: at most this many questions per ``generate`` call.
         backend_options: extra keyword arguments of the backend (e.g. ``providers`` for onnxruntime).
+        cache_prefix_kv: keep the prefix keys/values in the cache (more bytes per entry, much less
+            work per follow-up question).
 
     Raises ValueError / FileNotFoundError for a bad configuration (unknown backend, dtype, missing
     checkpoint), at construction time, so that a node fails fast at start-up.
@@ -141,6 +159,7 @@ class SpatialQA:
         export_dir: str | Path | None = None,
         max_batch: int = 8,
         backend_options: Mapping[str, Any] | None = None,
+        cache_prefix_kv: bool = True,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
@@ -153,6 +172,7 @@ class SpatialQA:
         self.max_pixels = int(max_pixels)
         self.min_pixels = min_pixels
         self.max_batch = int(max_batch)
+        self.cache_prefix_kv = bool(cache_prefix_kv)
         self.selector_name = selector
         self.selector = make_selector(selector, **dict(selector_params or {}))
         self.cache = FeatureCache(cache_bytes)
@@ -179,6 +199,7 @@ class SpatialQA:
             model_id=self.model_id, **dict(backend_options or {}),
         )
         self._eos_ids, self._pad_id = self._special_ids()
+        self._decoder = PrefixDecoder(self.model, self._eos_ids, self._pad_id)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -231,13 +252,8 @@ class SpatialQA:
                 if not self.model_loaded:  # closed meanwhile
                     return [self._fail(NO_MODEL, q) if isinstance(q, _Question) else q for q in parsed]
                 encoded = self._select_and_encode(list(frames), k)
-                texts: list[tuple[str, float]] = []
-                generate_ms = 0.0
-                for start in range(0, len(valid), self.max_batch):
-                    chunk = valid[start : start + self.max_batch]
-                    t0 = time.perf_counter()
-                    texts += self._generate(encoded, [q.prompt for q in chunk], self.max_new_tokens)
-                    generate_ms += _ms(time.perf_counter() - t0)
+                prompts = [q.prompt for q in valid]
+                texts, generate_ms = self._generate_all(encoded, prompts, self.max_new_tokens)
         except ValueError as error:
             return [self._fail(str(error), q) if isinstance(q, _Question) else q for q in parsed]
         except Exception as error:  # a failure inside the model must not take a node down
@@ -273,11 +289,8 @@ class SpatialQA:
             given = Selection(indices=list(range(len(frames))), method="given", candidates=len(frames))
             encoded = self._prepare_and_encode(list(frames), given, 0.0)
             tokens = int(max_new_tokens or self.max_new_tokens)
-            texts: list[str] = []
-            for start in range(0, len(prompts), self.max_batch):
-                chunk = list(prompts[start : start + self.max_batch])
-                texts += [text for text, _ in self._generate(encoded, chunk, tokens)]
-        return texts
+            results, _ = self._generate_all(encoded, list(prompts), tokens)
+        return [text for text, _ in results]
 
     def warmup(self, frames: Sequence[Frame] | None = None) -> None:
         """Run the model once so that the first real question is not slow.
@@ -387,37 +400,39 @@ class SpatialQA:
         return self._prepare_and_encode([frames[i] for i in selection.indices], selection, selection_ms)
 
     def _prepare_and_encode(self, chosen: list[Frame], selection: Selection, selection_ms: float) -> _Encoded:
-        from spatial_mllm_ros.model.preprocessing import prepare_video
+        """Frames -> cached or freshly computed :class:`VisualEntry` (preparation skipped on a hit)."""
+        from spatial_mllm_ros.model.preprocessing import prepare_video, smart_resize
 
-        t0 = time.perf_counter()
         chosen = sorted(chosen, key=lambda f: f.stamp)
-        height, width = chosen[0].rgb.shape[:2]
-        rgb = np.stack([_resized(f.rgb, height, width) for f in chosen])  # [T, H, W, 3] uint8
         stamps = [float(f.stamp) for f in chosen]
-        kwargs = {"max_pixels": self.max_pixels}
+        camera_ids = [f.camera_id for f in chosen]
+        height, width = chosen[0].rgb.shape[:2]
+        pixel_limits = {"max_pixels": self.max_pixels}
         if self.min_pixels is not None:
-            kwargs["min_pixels"] = self.min_pixels
-        video = prepare_video(rgb, stamps, **kwargs)
-        video_tchw = video.video_tchw[0]  # [T', 3, H', W'] in 0..1
-        prepare_ms = _ms(time.perf_counter() - t0)
-        key = FeatureKey.from_frames(
-            stamps, [f.camera_id for f in chosen], int(video_tchw.shape[-2]), int(video_tchw.shape[-1]),
-            self.model_id, f"{self.backend_name}/{self.dtype}/{self.device}",
-        )
+            pixel_limits["min_pixels"] = self.min_pixels
+        model_hw = smart_resize(height, width, **pixel_limits)  # the resolution the model sees
+        key = FeatureKey.from_frames(stamps, camera_ids, model_hw[0], model_hw[1], self.model_id,
+                                     f"{self.backend_name}/{self.dtype}/{self.device}")
         t0 = time.perf_counter()
-        fused = self.cache.get(key)
-        cache_hit = fused is not None
-        if fused is None:
-            fused = self.backend.encode(video.pixel_values_videos, video.video_grid_thw, video_tchw)
-            self.cache.put(key, fused)
+        entry = self.cache.get(key)
+        if entry is not None:
+            return _Encoded(selection, stamps, camera_ids, entry, selection_ms, 0.0,
+                            _ms(time.perf_counter() - t0), cache_hit=True)
+        t0 = time.perf_counter()
+        rgb = np.stack([_resized(f.rgb, height, width) for f in chosen])  # [T, H, W, 3] uint8
+        video = prepare_video(rgb, stamps, **pixel_limits)
+        prepare_ms = _ms(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fused = self.backend.encode(video.pixel_values_videos, video.video_grid_thw, video.video_tchw[0])
         encode_ms = _ms(time.perf_counter() - t0)
-        return _Encoded(
-            selection=selection, stamps=stamps, camera_ids=[f.camera_id for f in chosen], fused=fused,
-            video_grid_thw=torch.as_tensor(video.video_grid_thw).reshape(1, 3),
+        entry = VisualEntry(
+            fused=fused,
+            video_grid_thw=torch.as_tensor(video.video_grid_thw).reshape(1, 3).to(self.device),
             second_per_grid_ts=torch.as_tensor(video.second_per_grid_ts, dtype=torch.float32).reshape(1),
-            num_video_tokens=int(video.num_video_tokens), selection_ms=selection_ms, prepare_ms=prepare_ms,
-            encode_ms=encode_ms, cache_hit=cache_hit,
+            num_video_tokens=int(video.num_video_tokens),
         )
+        return _Encoded(selection, stamps, camera_ids, entry, selection_ms, prepare_ms, encode_ms,
+                        cache_hit=False, key=key)
 
     def _special_ids(self) -> tuple[list[int], int]:
         """Stop ids (the checkpoint's eos + <|im_end|> + <|endoftext|>) and the padding id."""
@@ -433,54 +448,38 @@ class SpatialQA:
 
         return list(build_chat_input_ids(self.tokenizer, prompt, num_video_tokens))
 
-    @torch.inference_mode()
-    def _generate(
+    def _generate_all(
         self, encoded: _Encoded, prompts: list[str], max_new_tokens: int
-    ) -> list[tuple[str, float]]:
-        """Greedy generation of several prompts on one encoded frame set (left padding)."""
-        sequences = [self._chat_ids(p, encoded.num_video_tokens) for p in prompts]
-        longest = max(len(s) for s in sequences)
-        batch = len(sequences)
-        input_ids = torch.full((batch, longest), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
-        for row, ids in enumerate(sequences):
-            input_ids[row, longest - len(ids):] = torch.tensor(ids)
-            attention_mask[row, longest - len(ids):] = 1
-        output = self.model.generate(
-            input_ids=input_ids.to(self.device),
-            attention_mask=attention_mask.to(self.device),
-            fused_video_embeds=encoded.fused.repeat(batch, 1),
-            video_grid_thw=encoded.video_grid_thw.repeat(batch, 1).to(self.device),
-            second_per_grid_ts=encoded.second_per_grid_ts.repeat(batch),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=self._pad_id,
-            eos_token_id=self._eos_ids,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
-        new_tokens = output.sequences[:, longest:].cpu()  # [B, steps]
-        # [B, steps, vocab] -> probability of each chosen token
-        probabilities = torch.stack([step.float().softmax(-1).cpu() for step in output.logits], dim=1)
-        results = []
-        for row in range(batch):
-            tokens = new_tokens[row].tolist()
-            probs = probabilities[row].gather(-1, new_tokens[row].unsqueeze(-1)).squeeze(-1).tolist()
-            kept, kept_probs = [], []
-            for token, prob in zip(tokens, probs, strict=True):
-                if token in self._eos_ids:
-                    if not kept_probs:
-                        kept_probs.append(prob)
-                    break
-                kept.append(token)
-                kept_probs.append(prob)
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            results.append((text.strip(), float(sum(kept_probs) / len(kept_probs)) if kept_probs else -1.0))
-        return results
+    ) -> tuple[list[tuple[str, float]], float]:
+        """Greedy answers to ``prompts`` on one encoded frame set; returns them and the LLM time in ms.
+
+        The system + video prefix runs once (or comes from the cache); the questions then run in
+        batches of ``max_batch`` on top of it. A new entry is put into the feature cache here,
+        with its prefix when ``cache_prefix_kv``.
+        """
+        entry = encoded.entry
+        sequences = [self._chat_ids(p, entry.num_video_tokens) for p in prompts]
+        started = time.perf_counter()
+        prefix = entry.prefix
+        if prefix is None:
+            plen = prefix_length(sequences[0], self.tokenizer.vision_end_id)
+            prefix = self._decoder.prefill_prefix(sequences[0][:plen], entry.fused, entry.video_grid_thw,
+                                                  entry.second_per_grid_ts)
+            if self.cache_prefix_kv:
+                entry.prefix = prefix
+        if encoded.key is not None:
+            self.cache.put(encoded.key, entry)
+        results: list[tuple[str, float]] = []
+        for start in range(0, len(sequences), self.max_batch):
+            generated = self._decoder.generate(prefix, sequences[start : start + self.max_batch],
+                                               entry.video_grid_thw, entry.second_per_grid_ts, max_new_tokens)
+            for tokens, probs in generated:
+                text_tokens = [t for t in tokens if t not in self._decoder.eos_ids]
+                text = self.tokenizer.decode(text_tokens, skip_special_tokens=True).strip()
+                # mean probability of the answer tokens (of the end token when the answer is empty)
+                scored = probs[: len(text_tokens)] or probs[:1]
+                results.append((text, float(sum(scored) / len(scored)) if scored else -1.0))
+        return results, _ms(time.perf_counter() - started)
 
     def _make_answer(self, question: _Question, text: str, confidence: float, encoded: _Encoded,
                      generate_ms: float, started: float) -> Answer:
