@@ -169,6 +169,13 @@ def test_interrupted_run_resumes_to_the_same_results(scene, qa, full_run, tmp_pa
     assert again.answered_now == 0 and _comparable(again.rows) == _comparable(full_run.rows)
 
 
+def test_batched_questions_answer_like_one_by_one(scene, qa, full_run, tmp_path):
+    batched = evaluate_bag(scene.bag, scene.questions, qa, tmp_path / "out", max_frames=MAX_FRAMES,
+                           progress=False, report=False, batch_size=8)
+    assert _comparable(batched.rows) == _comparable(full_run.rows)
+    assert batched.summary == pytest.approx(full_run.summary)
+
+
 def test_other_settings_do_not_mix_with_cached_answers(scene, qa, full_run):
     with pytest.raises(ValueError, match="different run"):
         evaluate_bag(scene.bag, scene.questions, qa, full_run.out_dir, max_frames=MAX_FRAMES + 1,
