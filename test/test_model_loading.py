@@ -222,6 +222,7 @@ def test_cli_writes_and_refuses_a_non_empty_directory(tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bf16_load_never_holds_a_float32_copy(tmp_path):
     """Peak RSS while loading the mid preset in bf16 stays near the checkpoint size (fp32 would double it)."""
     mid = tiny.make_tiny_checkpoint(tmp_path / "mid", preset="mid", seed=0)

@@ -211,3 +211,22 @@ def test_text_only_prompt_uses_plain_positions(model, inputs):
         generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4)
         step = model(input_ids=generated[:, :-1], use_cache=False)
     assert torch.equal(step.logits[:, ids.shape[1] - 1 :].argmax(-1), generated[:, ids.shape[1] :])
+
+
+def test_image_input_goes_through_the_vision_tower_only(model, inputs):
+    image_token, start, end = model.config.image_token_id, model.config.vision_start_token_id, 1004
+    ids = torch.tensor([[5, start] + [image_token] * 20 + [end, 7, 8]])
+    pixels = inputs["pixel_values_videos"][:80]  # first temporal group: one 112x140 image
+    grid = torch.tensor([[1, 8, 10]])
+    positions, _ = model.get_rope_index(ids, image_grid_thw=grid)
+    assert positions[0, 0, 2:22].tolist() == [2] * 20  # one temporal position
+    with torch.no_grad():
+        logits = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid).logits
+        image_embeds = model.model.get_image_features(pixels, grid, return_dict=True).pooler_output[0]
+        plain = model(
+            inputs_embeds=model.get_input_embeddings()(ids).masked_scatter(
+                (ids == image_token)[..., None].expand(-1, -1, 64), image_embeds
+            ),
+            position_ids=positions,
+        ).logits
+    assert torch.allclose(logits, plain, atol=1e-5)
