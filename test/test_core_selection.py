@@ -271,3 +271,19 @@ def test_broken_geometry_is_skipped_not_fatal():
         assert selection.indices == uniform_indices(16, 4)
     garbage = SpaceAwarePointsSelector(predictor=lambda rgb: (np.zeros((2, 3)), np.zeros(2)))
     assert garbage.select(frames, 4).method.startswith("uniform (fallback: bad predictor output")
+
+
+def test_large_grids_use_the_sorting_path_with_the_same_sets():
+    rng = np.random.default_rng(0)
+    frames = [rng.uniform(0.0, 5.0, size=(300, 3)).astype(np.float32) for _ in range(6)]
+    frames[2][0] = (4000.0, 3000.0, 2000.0)  # a far outlier makes the grid far larger than 2**24 cells
+    sets, voxel_size, origin, dims = voxel_sets_from_points(frames, voxel_size=0.05)
+    assert int(np.prod(dims.astype(object))) > 2**24
+    for i, points in enumerate(frames):
+        coords = np.floor((points - origin) / np.float32(voxel_size)).astype(int)
+        expected = {tuple(c) for c in coords.tolist()}
+        assert sets.sizes()[i] == len(expected)
+    small = [p[p[:, 0] < 100] for p in frames]
+    dense, _, _, _ = voxel_sets_from_points(small, voxel_size=0.05)
+    assert greedy_max_coverage(dense, 3).order == reference_greedy(
+        [set(dense.frame(i).tolist()) for i in range(6)], 3)
