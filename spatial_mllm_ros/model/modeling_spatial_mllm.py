@@ -168,7 +168,9 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         if image_grid_thw is None and video_grid_thw is None:
             return _text_positions(input_ids, attention_mask)
         if second_per_grid_ts is not None:
-            second_per_grid_ts = torch.as_tensor(second_per_grid_ts, dtype=torch.float32).reshape(-1)
+            # positions are built on the CPU (small integer work) and moved to input_ids' device at the end
+            second_per_grid_ts = torch.as_tensor(second_per_grid_ts).detach()
+            second_per_grid_ts = second_per_grid_ts.to("cpu", torch.float32).reshape(-1)
 
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
