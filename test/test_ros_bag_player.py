@@ -62,3 +62,58 @@ def test_player_publishes_every_message_and_the_bag_clock(scene, tmp_path):
     assert clock_times == sorted(clock_times)
     assert clock_times[-1] == pytest.approx(last_log_ns / 1e9, abs=1e-6)
     assert "played" in player.output()
+
+
+def test_bag_replay_into_the_node_on_sim_time(scene, tmp_path):
+    """What bag_replay.launch.py does: player + node with use_sim_time, then a question about the bag."""
+    import json
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from ros_harness import REPO_ROOT, tiny_model_dir, wait_for_state
+    from spatial_mllm_ros.msg import FrameSelection
+    from spatial_mllm_ros.srv import AskSpatial
+
+    node_name = "/spatial_mllm_node"
+    domain_id = random_domain_id()
+    node = NodeProcess("spatial_mllm_ros.ros.qa_node",
+                       ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-p", "autostart:=true",
+                        "-p", f"model_path:={tiny_model_dir()}", "-p", "use_sim_time:=true",
+                        "-p", "max_frames:=4", "-p", "max_new_tokens:=4", "-p", "diagnostics_period_s:=0.2"],
+                       domain_id, tmp_path / "node.log")
+    client = RosClient(domain_id)
+    try:
+        diagnostics = client.collect(DiagnosticArray, "/diagnostics")
+        selections = client.collect(FrameSelection, f"{node_name}/selected_frames")
+        wait_for_state(client, node_name, "active", node, timeout=180.0)
+        player = NodeProcess("spatial_mllm_ros.ros.bag_player",
+                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=2.0"],
+                             domain_id, tmp_path / "player.log")
+        try:
+            player.process.wait(timeout=60)
+        finally:
+            assert player.stop() == 0, player.output()
+
+        def buffered() -> int:
+            if not diagnostics:
+                return 0
+            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+            return int(values.get("buffer_frames", "0"))
+
+        wait_until(lambda: buffered() == FRAMES, 20.0, "all bag frames in the node's buffer")
+        row = json.loads(scene.questions.read_text())[0]
+        request = AskSpatial.Request(question=row["question"], options=row["options"] or [],
+                                     task_type=row["question_type"])
+        answer = client.call(AskSpatial, f"{node_name}/ask", request, timeout=120.0).answer
+        assert answer.error == "", answer.error
+        assert answer.task_type == row["question_type"]
+        bag_stamps = [frame.stamp for frame in read_frames(scene.bag)]
+        used = [stamp_to_sec(s) for s in answer.frame_stamps]
+        assert len(used) == 4 and all(min(abs(u - b) for b in bag_stamps) < 1e-6 for u in used)
+        # The node's clock is the bag's /clock: the answer is stamped in recording time.
+        assert bag_stamps[0] - 1.0 <= stamp_to_sec(answer.header.stamp) <= bag_stamps[-1] + 1.0
+        wait_until(lambda: selections, 10.0, "a FrameSelection")
+        assert 0.0 < selections[-1].coverage <= 1.0  # depth + intrinsics + poses from the bag were used
+        assert not selections[-1].method.startswith("uniform")
+    finally:
+        client.close()
+        node.stop()

@@ -156,7 +156,8 @@ class BagPlayer(Node):
                         f"skipping {connection.topic}: message type {connection.msgtype} is not installed"
                     )
                     continue
-                self._topic_publishers[connection.topic] = self.create_publisher(msg_type, connection.topic, qos)
+                publisher = self.create_publisher(msg_type, connection.topic, qos)
+                self._topic_publishers[connection.topic] = publisher
             self._connections.append(connection)
         self.get_logger().info(
             f"playing {bag}: {len(self._topic_publishers)} topics, "

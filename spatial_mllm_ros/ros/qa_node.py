@@ -41,6 +41,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -526,8 +527,12 @@ class SpatialQANode(LifecycleNode):
         )
         self._selection_pub = self.create_lifecycle_publisher(FrameSelection, "~/selected_frames", 10)
         self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Steady clock: diagnostics keep coming when sim time (use_sim_time, bag replay) is paused.
         self._diagnostics_timer = self.create_timer(
-            self._param("diagnostics_period_s"), self._publish_diagnostics, callback_group=self._timer_group
+            self._param("diagnostics_period_s"),
+            self._publish_diagnostics,
+            callback_group=self._timer_group,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
         )
         self._stop_worker = False
         self._worker = threading.Thread(target=self._work, name="spatial_mllm_worker", daemon=True)
