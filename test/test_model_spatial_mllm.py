@@ -213,20 +213,19 @@ def test_text_only_prompt_uses_plain_positions(model, inputs):
     assert torch.equal(step.logits[:, ids.shape[1] - 1 :].argmax(-1), generated[:, ids.shape[1] :])
 
 
-def test_image_input_goes_through_the_vision_tower_only(model, inputs):
+def test_image_input_is_fused_with_spatial_features_like_a_two_frame_video(model, inputs):
     image_token, start, end = model.config.image_token_id, model.config.vision_start_token_id, 1004
     ids = torch.tensor([[5, start] + [image_token] * 20 + [end, 7, 8]])
-    pixels = inputs["pixel_values_videos"][:80]  # first temporal group: one 112x140 image
+    pixels = inputs["pixel_values_videos"][:80]  # first temporal group: one 112x140 "image" of 2 frames
+    image_tchw = [inputs["video_tchw"][0][:2]]
     grid = torch.tensor([[1, 8, 10]])
     positions, _ = model.get_rope_index(ids, image_grid_thw=grid)
     assert positions[0, 0, 2:22].tolist() == [2] * 20  # one temporal position
     with torch.no_grad():
-        logits = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid).logits
-        image_embeds = model.model.get_image_features(pixels, grid, return_dict=True).pooler_output[0]
-        plain = model(
-            inputs_embeds=model.get_input_embeddings()(ids).masked_scatter(
-                (ids == image_token)[..., None].expand(-1, -1, 64), image_embeds
-            ),
-            position_ids=positions,
-        ).logits
-    assert torch.allclose(logits, plain, atol=1e-5)
+        logits = model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid, image_tchw=image_tchw).logits
+        fused = model.get_fused_video_embeds(pixels, grid, image_tchw)
+        video_ids = ids.masked_fill(ids == image_token, model.config.video_token_id)
+        as_video = model(input_ids=video_ids, fused_video_embeds=fused, video_grid_thw=grid).logits
+    assert torch.allclose(logits, as_video, atol=1e-5)
+    with pytest.raises(ValueError, match="image_tchw"):
+        model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid)

@@ -44,6 +44,7 @@ from .vggt import HEAD_NAMES, VGGT, VGGTConfig, vggt_config_from_spatial_config
 # Generation kwargs that only the prefill step consumes (the KV cache holds their effect afterwards).
 PREFILL_ONLY_INPUTS = (
     "pixel_values",
+    "image_tchw",
     "pixel_values_videos",
     "video_tchw",
     "fused_video_embeds",
@@ -149,6 +150,19 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         video_embeds = self.get_video_embeds(pixel_values_videos, video_grid_thw)
         spatial_embeds = self.get_spatial_embeds(video_tchw, video_grid_thw)
         return video_embeds + spatial_embeds.to(video_embeds.dtype)
+
+    def get_fused_image_embeds(
+        self, pixel_values: Tensor, image_grid_thw: Tensor, image_tchw: Sequence[Tensor]
+    ) -> Tensor:
+        """Images as the published model treats them: vision tower + connector(VGGT), like a 2-frame video.
+
+        ``image_tchw``: one [2*grid_t, 3, H, W] tensor in 0..1 per image (the frame repeated, as Qwen's
+        processor repeats it for the temporal patch). Returns [N_image_tokens, hidden].
+        """
+        outputs = self.model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        image_embeds = torch.cat(outputs.pooler_output, dim=0)
+        spatial_embeds = self.get_spatial_embeds(image_tchw, image_grid_thw)
+        return image_embeds + spatial_embeds.to(image_embeds.dtype)
 
     # ------------------------------------------------------------------ positions
     def get_rope_index(
@@ -281,6 +295,7 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         video_grid_thw: Tensor | None = None,
         second_per_grid_ts: Tensor | None = None,
         video_tchw: Sequence[Tensor] | None = None,
+        image_tchw: Sequence[Tensor] | None = None,
         fused_video_embeds: Tensor | None = None,
         logits_to_keep: int | Tensor = 0,
         **kwargs: Any,
@@ -289,6 +304,8 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
 
         Video input is either ``pixel_values_videos`` + ``video_grid_thw`` + ``video_tchw`` (both encoders
         run) or ``fused_video_embeds`` [N_video_tokens, hidden] (+ ``video_grid_thw`` for the positions).
+        Images (``pixel_values`` + ``image_grid_thw`` + ``image_tchw``) get the spatial features too, as
+        in the published forward.
         Returns transformers' ``CausalLMOutputWithPast``.
         """
         past_length = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -297,11 +314,12 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
                 raise ValueError("forward needs input_ids or inputs_embeds")
             inputs_embeds = self.get_input_embeddings()(input_ids)  # [B, L, hidden]
             if pixel_values is not None:
-                image_embeds = torch.cat(
-                    self.model.get_image_features(
-                        pixel_values, image_grid_thw, return_dict=True
-                    ).pooler_output
-                )
+                if image_tchw is None or image_grid_thw is None:
+                    raise ValueError(
+                        "Spatial-MLLM needs image_grid_thw and image_tchw (each image as [2, 3, H, W] in "
+                        "0..1, the frame repeated for the temporal patch) next to pixel_values"
+                    )
+                image_embeds = self.get_fused_image_embeds(pixel_values, image_grid_thw, image_tchw)
                 inputs_embeds = self._scatter(
                     input_ids, inputs_embeds, self.config.image_token_id, image_embeds, "image"
                 )
