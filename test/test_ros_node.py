@@ -10,15 +10,24 @@ parameter services.
 
 from __future__ import annotations
 
+import io
+import json
 import time
 
+import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from nav_msgs.msg import Odometry
+from PIL import Image as PILImage
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
 from ros_harness import REPO_ROOT, NodeProcess, RosClient, random_domain_id, wait_for_state, wait_until
+from sensor_msgs.msg import CompressedImage
 from spatial_mllm_ros.msg import SpatialAnswer
 from spatial_mllm_ros.srv import AskSpatial
 from std_msgs.msg import String
+
+from spatial_mllm_ros.ros.conversions import sec_to_stamp
 
 NODE = "/spatial_mllm_node"
 
@@ -32,7 +41,9 @@ def domain_id():
 def node_process(domain_id, tmp_path_factory):
     process = NodeProcess("spatial_mllm_ros.ros.qa_node",
                           ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-p", "autostart:=true",
-                           "-p", "warmup:=false", "-p", 'model_path:=""'],
+                           "-p", "warmup:=false", "-p", 'model_path:=""', "-p", "diagnostics_period_s:=0.2",
+                           "-p", "camera.image_transport:=compressed", "-p", "camera.pose_source:=odometry",
+                           "-p", "camera.pose_topic:=/odom"],
                           domain_id, tmp_path_factory.mktemp("node") / "node.log")
     yield process
     process.stop()
@@ -73,6 +84,59 @@ def test_ask_service_answers_no_model_loaded(client):
     assert answer.answer_kind == SpatialAnswer.KIND_NONE
     assert "no model loaded" in answer.error
     assert list(answer.frame_stamps) == []
+
+
+def test_question_topic_accepts_json_with_options(client):
+    answers = client.collect(SpatialAnswer, f"{NODE}/answer")
+    questions = client.publisher(String, f"{NODE}/question")
+    wait_until(lambda: questions.get_subscription_count() > 0, 20.0, "the question subscription")
+    questions.publish(String(data=json.dumps({"question": "Which is closer?", "options": ["chair", "table"],
+                                              "task_type": "object_rel_distance", "query_id": "json-1"})))
+    questions.publish(String(data='{"question": unquoted}'))
+    wait_until(lambda: len(answers) >= 2, 20.0, "two answers")
+    by_id = {a.query_id: a for a in answers}
+    assert by_id["json-1"].question == "Which is closer?"
+    assert by_id["json-1"].task_type == "object_rel_distance"
+    assert "no model loaded" in by_id["json-1"].error
+    assert any(a.error.startswith("invalid question JSON") for a in answers)
+
+
+def _diagnostics(client, diagnostics, key: str, at_least: int) -> dict[str, str]:
+    def values() -> dict[str, str]:
+        return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+
+    wait_until(lambda: int(values().get(key, "0")) >= at_least, 20.0, f"diagnostics {key} >= {at_least}")
+    return values()
+
+
+def test_compressed_images_and_odometry_poses_are_ingested(client):
+    diagnostics = client.collect(DiagnosticArray, "/diagnostics")
+    images = client.publisher(CompressedImage, "/camera/color/image_raw/compressed")
+    odometry = client.publisher(Odometry, "/odom")
+    wait_until(lambda: images.get_subscription_count() > 0 and odometry.get_subscription_count() > 0, 20.0,
+               "the node's compressed image and odometry subscriptions")
+    raw = io.BytesIO()
+    PILImage.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(raw, format="JPEG")
+    for i in range(3):
+        odom = Odometry()
+        odom.header.stamp = sec_to_stamp(50.0 + 0.1 * i)
+        odom.pose.pose.position.x, odom.pose.pose.orientation.w = 0.1 * i, 1.0
+        odometry.publish(odom)
+        image = CompressedImage(format="jpeg")
+        image.header.stamp = sec_to_stamp(50.0 + 0.1 * i)
+        image.data = raw.getvalue()
+        images.publish(image)
+        time.sleep(0.05)
+    garbage = CompressedImage(format="jpeg")
+    garbage.header.stamp = sec_to_stamp(51.0)
+    garbage.data = b"\xff\xd8 not really a jpeg"
+    images.publish(garbage)
+    values = _diagnostics(client, diagnostics, "malformed_image", 1)
+    values = _diagnostics(client, diagnostics, "buffer_frames", 3)
+    assert int(values["received_pose"]) == 3 and int(values["malformed_image"]) == 1
+    assert "cannot decode" in values["last_error_malformed_image"]
+    status = diagnostics[-1].status[0]
+    assert status.level == DiagnosticStatus.WARN and "no model loaded" in status.message
 
 
 def _set(client, name, value) -> tuple[bool, str]:
