@@ -111,6 +111,9 @@ def test_second_per_grid_comes_from_real_timestamps():
     frames = np.zeros((6, 56, 56, 3), np.uint8)
     video = prepare_video(frames, [10.0, 10.5, 12.0, 12.5, 16.0, 16.5], min_pixels=56 * 56)
     assert video.second_per_grid_ts.tolist() == [3.0]
+    stamps = [10.0, 10.5, 12.0, 12.5, 16.0, 16.5]
+    upstream_timing = prepare_video(frames, stamps, 56 * 56, second_per_grid=1.0)
+    assert upstream_timing.second_per_grid_ts.tolist() == [1.0]
 
 
 @pytest.mark.parametrize(

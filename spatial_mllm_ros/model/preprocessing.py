@@ -150,11 +150,14 @@ def prepare_video(
     timestamps: Sequence[float],
     min_pixels: int | None = None,
     max_pixels: int = VIDEO_MAX_PIXELS,
+    second_per_grid: float | None = None,
 ) -> VideoInputs:
     """[T, H, W, 3] uint8 RGB frames (time order) + their timestamps in seconds -> :class:`VideoInputs`.
 
     ``min_pixels``/``max_pixels`` bound each frame's area after resizing (Qwen2.5-VL video defaults;
     ``min_pixels`` None means 128*28*28, lowered to ``max_pixels`` when that is smaller).
+    ``second_per_grid`` overrides the timing taken from ``timestamps`` (upstream's evaluation scripts
+    always get 1.0, i.e. frames assumed at 2 fps).
     Raises ValueError on malformed frames or timestamps.
     """
     frames, stamps = _validate(frames, timestamps)
@@ -184,7 +187,10 @@ def prepare_video(
         grid_t * grid_h * grid_w, 3 * TEMPORAL_PATCH_SIZE * PATCH_SIZE * PATCH_SIZE
     )
     video_tchw = chw.float() / 255.0  # [T, 3, H, W] in 0..1
-    second_per_grid = second_per_grid_from_timestamps(stamps)
+    if second_per_grid is None:
+        second_per_grid = second_per_grid_from_timestamps(stamps)
+    elif not math.isfinite(second_per_grid) or second_per_grid < 0:
+        raise ValueError(f"second_per_grid must be a finite number >= 0, got {second_per_grid}")
     return VideoInputs(
         pixel_values_videos=patches.contiguous(),
         video_grid_thw=torch.tensor([[grid_t, grid_h, grid_w]], dtype=torch.int64),
