@@ -80,6 +80,12 @@ def test_key_mapping_round_trips(tiny_weights):
     assert published_to_model_key("model.language_model.norm.weight") == "model.language_model.norm.weight"
 
 
+def test_auto_dtype_follows_the_config(tiny_dir, fixtures_dir):
+    assert SpatialMLLMForConditionalGeneration.from_pretrained(tiny_dir, dtype="auto").dtype == torch.bfloat16
+    fixture = fixtures_dir / "spatial_mllm_tiny"
+    assert SpatialMLLMForConditionalGeneration.from_pretrained(fixture, dtype="auto").dtype == torch.float32
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, "float16"])
 def test_loads_in_the_requested_dtype_with_file_values(tiny_dir, tiny_weights, dtype):
     model = SpatialMLLMForConditionalGeneration.from_pretrained(tiny_dir, dtype=dtype)

@@ -334,9 +334,9 @@ def load_spatial_mllm(
     """Load a local Spatial-MLLM checkpoint directory (see the module docstring for the rules).
 
     Returns the model in eval mode on ``device`` with every floating-point parameter in ``dtype``
-    (non-persistent rotary buffers stay float32) and ``generation_config`` from
-    ``generation_config.json`` when present. Raises ValueError with the reason when the directory is not
-    a usable checkpoint.
+    ("auto": the config's ``torch_dtype``; non-persistent rotary buffers stay float32) and
+    ``generation_config`` from ``generation_config.json`` when present. Raises ValueError with the reason
+    when the directory is not a usable checkpoint.
     """
     from transformers import GenerationConfig
 
@@ -344,9 +344,11 @@ def load_spatial_mllm(
 
     model_class = model_class or SpatialMLLMForConditionalGeneration
     model_dir = Path(model_dir)
+    config = load_config(model_dir, attn_implementation)
+    if dtype == "auto":  # the dtype the checkpoint says it was saved in
+        dtype = config.dtype if isinstance(config.dtype, torch.dtype) else torch.float32
     target_dtype = resolve_dtype(dtype)
     device = torch.device(device)
-    config = load_config(model_dir, attn_implementation)
     entries = index_checkpoint(model_dir)
 
     with parameters_on_meta():
