@@ -10,6 +10,11 @@ metrics and writes results (JSON + CSV, atomically) and a report folder with plo
 The run is resumable: each answer is appended to ``answers.jsonl`` (flushed and fsynced) as soon
 as it exists, and a rerun into the same output folder skips the questions already answered.
 
+Frames go through the node's ``FrameBuffer`` with the node's default bounds (so a bag longer than
+the buffer is evaluated on its last frames, as a replay into the node would be) and the engine's
+selector; questions are asked one by one like the node does (``batch_size`` batches them). The
+ROS test ``test_ros_replay_eval`` checks that a replay through the node gives the same answers.
+
 A truncated or corrupt bag stops the run with :class:`~spatial_mllm_ros.bag.reader.BagReadError`
 (after saying how many frames were readable); answers already in the output folder are kept
 untouched. ``allow_truncated=True`` (CLI ``--allow-truncated``) instead evaluates on the frames
@@ -34,6 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spatial_mllm_ros.bag.reader import BagReadError, read_frames
+from spatial_mllm_ros.core.buffer import FrameBuffer
+from spatial_mllm_ros.core.metrics import aggregate_vsibench, score_question
+from spatial_mllm_ros.core.prompts import OPTION_LETTERS, TASK_TYPES, infer_task_type, split_option
+
 ANSWERS_FILE = "answers.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
 RESULTS_JSON = "results.json"
@@ -41,8 +51,6 @@ RESULTS_CSV = "results.csv"
 REPORT_DIR = "report"
 NOT_ANSWERED = "not answered"  # the error of a question a stopped run did not reach yet
 
-# VSI-Bench tasks scored by Mean Relative Accuracy (the rest by exact choice accuracy).
-NUMERIC_TASKS = ("object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation")
 
 
 @dataclass(frozen=True)
@@ -91,13 +99,12 @@ class EvalResult:
 def strip_option_letter(options: list[str]) -> list[str]:
     """Drop "A. " style prefixes when every option carries its own letter in order (VSI-Bench rows).
 
-    The service and the engine take options without letters; options that merely start with a
-    letter and a dot ("B. Smith's chair" as the only option) are kept when the letters are not A, B, ...
+    The service and the engine take options without letters. Options that merely start with a
+    letter and a dot, such as ``["B. Smith's chair", "the desk"]``, are kept as they are.
     """
-    from spatial_mllm_ros.core.prompts import OPTION_LETTERS, split_option
-
     parts = [split_option(option) for option in options]
-    if options and all(letter == OPTION_LETTERS[i] for i, (letter, _) in enumerate(parts)):
+    lettered = all(letter == OPTION_LETTERS[i] for i, (letter, _) in enumerate(parts[:len(OPTION_LETTERS)]))
+    if 0 < len(options) <= len(OPTION_LETTERS) and lettered:
         return [text for _, text in parts]
     return list(options)
 
@@ -113,14 +120,7 @@ def _question_from_row(row: Any, where: str) -> Question:
         if isinstance(options, str) or not isinstance(options, (list, tuple)):
             raise ValueError(f"{where}: options must be a list of strings or null")
         options = strip_option_letter([str(o) for o in options]) or None
-    question_type = row.get("question_type") or ""
-    if not question_type:
-        from spatial_mllm_ros.core.prompts import infer_task_type
-
-        question_type = infer_task_type(str(row["question"]), options)
-    from spatial_mllm_ros.core.metrics import score_question
-    from spatial_mllm_ros.core.prompts import TASK_TYPES
-
+    question_type = row.get("question_type") or infer_task_type(str(row["question"]), options)
     if question_type not in TASK_TYPES:
         raise ValueError(f"{where}: question_type {question_type!r} has no VSI-Bench score; "
                          f"expected one of {', '.join(TASK_TYPES)}")
@@ -266,9 +266,6 @@ def read_bag_frames(bag_path: str | Path, *, buffer_max_frames: int = NODE_BUFFE
     sound bag; for a damaged one it is raised as ``BagReadError`` unless ``allow_truncated``, in
     which case the frames read before the damage are returned with it.
     """
-    from spatial_mllm_ros.bag.reader import BagReadError, read_frames
-    from spatial_mllm_ros.core.buffer import FrameBuffer
-
     buffer = FrameBuffer(max_frames=buffer_max_frames, max_bytes=int(buffer_max_megabytes * 1024 * 1024))
     bag_error = ""
     count = 0
@@ -337,8 +334,6 @@ def _is_reusable(record: dict[str, Any] | None, question: Question) -> bool:
 
 def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Score every question against the CURRENT ground truth (so fixing a question file rescores)."""
-    from spatial_mllm_ros.core.metrics import score_question
-
     rows = []
     for question in questions:
         record = records.get(question.id, {})
@@ -378,8 +373,6 @@ def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, i
     Questions not asked yet (an interrupted or ``limit``-ed run) are left out, so a partial run
     shows the scores so far; failed answers count as 0, as in VSI-Bench.
     """
-    from spatial_mllm_ros.core.metrics import aggregate_vsibench
-
     asked = [r for r in rows if r.get("error") != NOT_ANSWERED]
     summary = aggregate_vsibench([{"question_type": r["question_type"], "score": r["score"]} for r in asked])
     counts = Counter(_reported_task(r["question_type"]) for r in asked)
@@ -639,8 +632,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``spatial-mllm-ros eval``: exit 0 when done, 2 for bad input, 3 for a damaged bag."""
-    from spatial_mllm_ros.bag.reader import BagReadError
-
     args = build_parser().parse_args(argv)
     bag = Path(args.bag)
     if not bag.exists():
