@@ -229,3 +229,12 @@ def test_image_input_is_fused_with_spatial_features_like_a_two_frame_video(model
     assert torch.allclose(logits, as_video, atol=1e-5)
     with pytest.raises(ValueError, match="image_tchw"):
         model(input_ids=ids, pixel_values=pixels, image_grid_thw=grid)
+
+
+def test_spatial_encoder_layers_match(model, inputs, outputs):
+    with torch.no_grad():
+        layers, patch_start_idx = model.spatial_encoder(inputs["video_tchw"][0][None])
+    assert patch_start_idx == int(outputs["spatial_patch_start_idx"][0]) == 5
+    assert len(layers) == 4
+    for index, layer in enumerate(layers):
+        assert max_diff(layer[0], outputs[f"spatial_encoder_layer_{index:02d}"]) <= ACTIVATION_ATOL
