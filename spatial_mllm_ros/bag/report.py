@@ -149,8 +149,11 @@ def write_report(report_dir: Path, rows: list[dict[str, Any]], summary: dict[str
     scatter = plot_numeric_scatter(report_dir / "numeric_scatter.png", rows)
     if scatter is not None:
         plots.append(scatter)
-    overall = summary.get("overall", float("nan"))
-    lines = ["# Evaluation report", "", f"Overall VSI-Bench score: {100 * overall:.1f}", ""]
-    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    lines = ["# Evaluation report", "", f"{len(rows)} questions about {len(frames)} frames.", "",
+             "| task | questions | score (%) |", "|---|---:|---:|"]
+    for task, score in summary.items():
+        count = sum(task_counts.values()) if task == "overall" else task_counts.get(task, 0)
+        lines.append(f"| {task} | {count} | {'n/a' if math.isnan(score) else f'{100 * score:.1f}'} |")
+    lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     (report_dir / "index.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return plots
