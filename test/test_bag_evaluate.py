@@ -340,3 +340,23 @@ def test_cli_limit_resume_and_damaged_bag_exit_codes(scene, checkpoint, tmp_path
     assert main(["--bag", str(tmp_path / "nope"), "--model", str(checkpoint)]) == 2
     assert main([*base[:4], "--model", str(tmp_path / "no_model"), *base[6:]]) == 2
     assert "no Spatial-MLLM checkpoint" in capsys.readouterr().err
+
+
+def test_numeric_scatter_plots_parsed_answers_in_task_units(tmp_path):
+    from spatial_mllm_ros.bag.report import _answer_in_task_units, plot_numeric_scatter
+
+    def row(task, raw, truth, error=""):
+        return {"question_type": task, "raw_text": raw, "ground_truth": truth, "options": None,
+                "error": error}
+
+    rows = [row("object_size_estimation", "1.2 m", "100"), row("object_size_estimation", "85", "90"),
+            row("object_abs_distance", "about 2.5 meters", "3.0"), row("object_abs_distance", "far", "1.0"),
+            row("object_counting", "3", "4", error="inference failed")]
+    assert _answer_in_task_units(rows[0]) == pytest.approx(120.0)  # metres -> the task's centimetres
+    assert _answer_in_task_units(rows[1]) == pytest.approx(85.0)  # a bare number is read in task units
+    assert _answer_in_task_units(rows[2]) == pytest.approx(2.5)
+    assert math.isnan(_answer_in_task_units(rows[3])) and math.isnan(_answer_in_task_units(rows[4]))
+    path = plot_numeric_scatter(tmp_path / "scatter.png", rows)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape[1] >= 3 * 400 and image.std() > 10  # one panel per numeric task present
+    assert plot_numeric_scatter(tmp_path / "none.png", [row("route_planning", "A", "A")]) is None
