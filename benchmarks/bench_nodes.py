@@ -310,7 +310,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
         "model_path": str(model),
         "cameras": "[" + ", ".join(cameras) + "]",
         "max_frames": "4",
-        "max_pixels": str(64 * 28 * 28),
+        "max_pixels": str(128 * 28 * 28),
         "max_new_tokens": "4",
         "selector": "uniform",
         "queue_size": "2",
@@ -331,6 +331,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
     client = _Client(domain_id, cameras)
     counts: dict = {}
     answered = rejected = 0
+    reasons: dict[str, str] = {}
     rss_start = rss_end = 0
     try:
         client.wait_active(node)
@@ -345,6 +346,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
             answer = client.ask(f"{QUESTION} ({answered + rejected})")
             if answer.error:
                 rejected += 1
+                reasons.setdefault(answer.error.split(":")[0][:60], answer.error[:200])
             else:
                 answered += 1
             if soak and not rss_start and time.monotonic() - started > 60.0:
@@ -369,6 +371,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
         f"{prefix}_images_not_received": published - received,  # DDS/reader history, not the node
         f"{prefix}_questions_answered": answered,
         f"{prefix}_questions_rejected": rejected,
+        f"{prefix}_rejection_reasons": "; ".join(reasons) or "-",
     }
     if soak:
         figures["soak_rss_start_mb"] = round(rss_start / 2**20, 1)

@@ -84,6 +84,9 @@ def test_ask_service_answers_no_model_loaded(client):
     assert answer.answer_kind == SpatialAnswer.KIND_NONE
     assert "no model loaded" in answer.error
     assert list(answer.frame_stamps) == []
+    too_many = _ask(client, max_frames=1000)
+    assert too_many.answer_kind == SpatialAnswer.KIND_NONE and "max_frames 1000 is outside" in too_many.error
+    assert "empty question" in _ask(client, question="   ").error
 
 
 def test_question_topic_accepts_json_with_options(client):

@@ -84,6 +84,8 @@ CAMERA_CHOICES: dict[str, tuple[str, ...]] = {
     "pose_source": POSE_SOURCES,
 }
 IDENTITY_OFFSET = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+MAX_FRAMES_LIMIT = 256  # upper bound of the max_frames parameter and of a request's max_frames
+RESERVED_CAMERA_NAMES = ("buffer", "qos", "tf")  # parameter groups of the node
 
 
 @dataclass
@@ -233,7 +235,10 @@ class SpatialQANode(LifecycleNode):
                 (
                     "max_frames",
                     16,
-                    d("Default number of frames shown to the model per question.", integer_range=(1, 256)),
+                    d(
+                        "Default number of frames shown to the model per question.",
+                        integer_range=(1, MAX_FRAMES_LIMIT),
+                    ),
                 ),
                 (
                     "max_new_tokens",
@@ -248,6 +253,16 @@ class SpatialQANode(LifecycleNode):
                         "faster.",
                         read_only=True,
                         integer_range=(28 * 28, 4096 * 28 * 28),
+                    ),
+                ),
+                (
+                    "min_pixels",
+                    0,
+                    d(
+                        "Smallest pixel count per frame after the model's resize; 0 = the model's default "
+                        "(128*28*28 for video).",
+                        read_only=True,
+                        integer_range=(0, 4096 * 28 * 28),
                     ),
                 ),
                 (
@@ -470,10 +485,15 @@ class SpatialQANode(LifecycleNode):
                 )
             if name == "cameras":
                 names = list(value)
+                reserved = sorted({n for n in names if n in RESERVED_CAMERA_NAMES})
                 if not names or len(set(names)) != len(names) or not all(n and "." not in n for n in names):
                     return SetParametersResult(
                         successful=False,
                         reason=(f"cameras must be distinct non-empty names without dots, got {names}"),
+                    )
+                if reserved:
+                    return SetParametersResult(
+                        successful=False, reason=f"camera names {reserved} clash with parameter groups"
                     )
             if prefix in cameras and leaf == "pose_offset":
                 offset = np.asarray(value, dtype=np.float64)
@@ -611,6 +631,7 @@ class SpatialQANode(LifecycleNode):
             max_new_tokens=self._param("max_new_tokens"),
             cache_bytes=int(self._param("feature_cache_megabytes") * 1024 * 1024),
             max_pixels=self._param("max_pixels"),
+            min_pixels=self._param("min_pixels") or None,
         )
 
     def _release_engine(self) -> None:
@@ -899,6 +920,8 @@ class SpatialQANode(LifecycleNode):
             reason = "empty question"
         elif start is not None and end is not None and end < start:
             reason = f"time window ends ({end:.3f}) before it starts ({start:.3f})"
+        elif not 0 <= max_frames <= MAX_FRAMES_LIMIT:
+            reason = f"max_frames {max_frames} is outside 0..{MAX_FRAMES_LIMIT} (0 = the node's default)"
         if reason:
             self._count("rejected_invalid" if self._state_label == "active" else "rejected_inactive")
             return self._rejection(job, reason)
