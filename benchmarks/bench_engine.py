@@ -46,6 +46,9 @@ def add_arguments(parser):
     parser.add_argument("--width", type=int, default=224, help="frame width (multiple of 28)")
     parser.add_argument("--new-tokens", type=int, default=8, help="max new tokens per answer")
     parser.add_argument("--repeats", type=int, default=5, help="repetitions per measurement")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and ONNX Runtime CPU threads (0 = torch's default); 1 by default because "
+                             "OpenMP spin-waiting on a shared, oversubscribed CPU inflates small ops")
 
 
 def _median_ms(samples):
@@ -120,6 +123,8 @@ def _cache_payoff(qa, frames, repeats, prefix, figures, cache_bytes=1 << 30):
 
 def run(args) -> dict:
     repeats = 2 if args.quick else args.repeats
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     figures: dict = {"torch_threads": torch.get_num_threads()}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     frames = make_room_scan(num_frames=args.scan_frames, width=args.width, height=args.height)

@@ -311,6 +311,9 @@ class TensorRTBackend(_PerShapeBackend):
         super().__init__(model, export_dir, model_id)
         if self.device.type != "cuda":
             raise ValueError("the tensorrt backend needs device='cuda'")
+        if self.dtype not in (torch.float32, torch.float16):
+            raise ValueError("the tensorrt backend exports the graph in the model's dtype: use dtype float16 "
+                             f"or float32 (got {self.dtype}; the engine precision is set by `precision`)")
         self.environment = detect_environment()  # fails early and clearly without TensorRT or a GPU
         self.precision = precision
         if engine_cache is None:
