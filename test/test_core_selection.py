@@ -114,10 +114,13 @@ def test_points_selector_with_predictor_maps_candidates_back(sa):
 @given(st.lists(st.sets(st.integers(0, 40), max_size=15), min_size=0, max_size=12), st.integers(1, 14))
 def test_fast_greedy_equals_python_sets_reference(sets, k):
     keys = [np.array(sorted(s), dtype=np.int64) for s in sets]
+    expected = reference_greedy(sets, k)
     for key_space in (41, None):  # dense scratch path and sort/compact path
-        result = greedy_max_coverage(voxel_sets_from_keys(keys, key_space), k)
-        assert result.order == reference_greedy(sets, k)
-        assert result.covered == len(set().union(*[sets[i] for i in result.order]))
+        for strategy in ("dense", "lazy", "auto"):
+            result = greedy_max_coverage(voxel_sets_from_keys(keys, key_space), k, strategy)
+            assert result.order == expected
+            assert result.covered == len(set().union(*[sets[i] for i in result.order]))
+            assert result.stopped_early == (len(expected) < min(k, len(sets)))
 
 
 def test_coverage_monotone_in_k(sa):

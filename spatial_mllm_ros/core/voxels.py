@@ -3,9 +3,9 @@
 """Voxel sets of frames and the greedy maximum-coverage step of space-aware frame selection.
 
 Frames become sets of integer voxel ids stored as one CSR incidence structure (``indptr`` +
-``voxel_ids``); the greedy works on a boolean "covered" bitmap with lazily re-evaluated gains (CELF:
-gains only shrink, so a stale gain is an upper bound), which makes it exact, including upstream's tie
-rule (equal gains -> lowest frame index), while touching only a few frames per step.
+``voxel_ids``); the greedy works on a boolean "covered" bitmap, either recomputing all gains per step
+with vectorised segment sums or re-evaluating lazily (CELF: gains only shrink, so a stale gain is an
+upper bound). Both are exact, including upstream's tie rule (equal gains -> lowest frame index).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import numpy as np
 
 # Dense id spaces up to this many voxels are de-duplicated with a scratch array instead of sorting.
 DENSE_KEY_LIMIT = 1 << 24
+# The dense greedy is used while k * (voxel incidences) stays below this many element operations.
+DENSE_GREEDY_WORK = 1 << 23
 # Packed absolute voxel keys: 21 bits per axis, coordinates in [-2^20, 2^20).
 AXIS_BITS = 21
 AXIS_OFFSET = 1 << (AXIS_BITS - 1)
@@ -209,29 +211,70 @@ class GreedyResult:
     stopped_early: bool
 
 
-def greedy_max_coverage(sets: VoxelSets, k: int, eligible: np.ndarray | None = None) -> GreedyResult:
+def greedy_max_coverage(sets: VoxelSets, k: int, strategy: str = "auto") -> GreedyResult:
     """Greedy maximum coverage, exactly as upstream's ``maximum_coverage_sampling``.
 
     Each step picks the frame adding most uncovered voxels (strictly more than the best so far, frames
     scanned in ascending index: ties -> lowest index); it stops after ``k`` picks or when the best gain
     is <= 0.
 
-    Lazy evaluation (CELF) keeps a max-heap of (-gain upper bound, index); a popped frame whose
-    re-evaluated gain still heads the heap is the true arg-max with the lowest index among equals.
+    Two exact strategies: ``dense`` recomputes every frame's gain per step with one gather and one
+    segmented sum over the incidence (no Python loop over frames); ``lazy`` (CELF) keeps a heap of
+    stale gains, which are upper bounds, and re-evaluates only the frames that reach its top - cheaper
+    when there are many frames. ``auto`` picks ``dense`` while k * (voxel incidences) is small.
 
     Args:
         sets: the frames' voxel sets.
         k: most frames to pick.
-        eligible: optional (N,) bool mask of frames that may be picked.
+        strategy: "auto", "dense" or "lazy".
     """
+    if strategy == "auto":
+        strategy = "dense" if sets.voxel_ids.size * min(k, sets.num_frames) <= DENSE_GREEDY_WORK else "lazy"
+    if strategy == "dense":
+        return _greedy_dense(sets, k)
+    if strategy == "lazy":
+        return _greedy_lazy(sets, k)
+    raise ValueError(f"unknown greedy strategy {strategy!r}; expected 'auto', 'dense' or 'lazy'")
+
+
+def _greedy_dense(sets: VoxelSets, k: int) -> GreedyResult:
     sizes = sets.sizes()
-    heap = [(-int(size), i) for i, size in enumerate(sizes.tolist())
-            if eligible is None or eligible[i]]
+    count = sizes.size
+    starts = sets.indptr[:-1]
+    empty = sizes == 0
+    covered = np.zeros(sets.id_space, dtype=bool)
+    entry_covered = np.zeros(sets.voxel_ids.size + 1, dtype=np.int32)  # last: sentinel for empty tails
+    gains = sizes.copy()
+    available = np.ones(count, dtype=bool)
+    order: list[int] = []
+    picked_gains: list[int] = []
+    stopped_early = False
+    for _ in range(min(k, count)):
+        best = int(np.argmax(np.where(available, gains, -1)))  # first maximum: lowest index wins ties
+        gain = int(gains[best])
+        if gain <= 0:
+            stopped_early = True
+            break
+        covered[sets.frame(best)] = True
+        available[best] = False
+        order.append(best)
+        picked_gains.append(gain)
+        entry_covered[:-1] = covered[sets.voxel_ids]
+        gains = sizes - np.add.reduceat(entry_covered, starts, dtype=np.int64)
+        gains[empty] = 0  # reduceat returns the next element for an empty segment
+    return GreedyResult(order=order, gains=picked_gains, covered=sum(picked_gains),
+                        stopped_early=stopped_early)
+
+
+def _greedy_lazy(sets: VoxelSets, k: int) -> GreedyResult:
+    # Heap of (-gain upper bound, index): a popped frame whose re-evaluated gain still heads the heap
+    # is the true arg-max, and the lowest index among equal gains.
+    sizes = sets.sizes()
+    heap = [(-int(size), i) for i, size in enumerate(sizes.tolist())]
     heapq.heapify(heap)
     covered = np.zeros(sets.id_space, dtype=bool)
     order: list[int] = []
     gains: list[int] = []
-    total = 0
     stopped_early = False
     fresh_round = np.full(sizes.size, -1, dtype=np.int64)  # pick count when a gain was last recomputed
     while len(order) < k and heap:
@@ -241,14 +284,12 @@ def greedy_max_coverage(sets: VoxelSets, k: int, eligible: np.ndarray | None = N
             if -neg_gain <= 0:
                 stopped_early = True
                 break
-            ids = sets.frame(index)
-            covered[ids] = True
+            covered[sets.frame(index)] = True
             order.append(index)
             gains.append(-neg_gain)
-            total += -neg_gain
             continue
         ids = sets.frame(index)
         gain = int(ids.size - np.count_nonzero(covered[ids]))
         fresh_round[index] = len(order)
         heapq.heapreplace(heap, (-gain, index))
-    return GreedyResult(order=order, gains=gains, covered=total, stopped_early=stopped_early)
+    return GreedyResult(order=order, gains=gains, covered=sum(gains), stopped_early=stopped_early)
