@@ -239,3 +239,13 @@ def test_cache_holds_embeddings_and_prefix_within_its_byte_bound(tiny_dir, frame
     finally:
         small.close()
         no_kv.close()
+
+
+def test_warmup_and_close_free_the_model(tiny_dir, frames):
+    engine = SpatialQA(tiny_dir, max_frames=2, max_new_tokens=2, min_pixels=SMALL_PIXELS)
+    engine.warmup()  # text only
+    engine.warmup(frames[:2])  # a full question: the frame set is now cached
+    assert len(engine.cache) == 1
+    engine.close()
+    assert not engine.model_loaded and engine.backend is None and len(engine.cache) == 0
+    assert engine.ask(frames, "How many chairs?").error == "no model loaded"

@@ -180,6 +180,7 @@ class SpatialQA:
         self.model: Any = None
         self.tokenizer: Any = None
         self.backend: VisualBackend | None = None
+        self._decoder: PrefixDecoder | None = None
         self._lock = threading.RLock()
         if model_dir is None:
             return
@@ -317,6 +318,7 @@ class SpatialQA:
                 self.backend.close()
             self.backend = None
             self.model = None
+            self._decoder = None
             self.cache.clear()
         gc.collect()
         if torch.cuda.is_available():
