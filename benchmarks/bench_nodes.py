@@ -332,6 +332,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
     counts: dict = {}
     answered = rejected = 0
     reasons: dict[str, str] = {}
+    rss_trace: list[int] = []  # MB every 30 s (soak)
     rss_start = rss_end = 0
     try:
         client.wait_active(node)
@@ -351,6 +352,8 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
                 answered += 1
             if soak and not rss_start and time.monotonic() - started > 60.0:
                 rss_start = node.rss_bytes()
+            if soak and time.monotonic() - started >= 30.0 * len(rss_trace):
+                rss_trace.append(round(node.rss_bytes() / 2**20))
             time.sleep(max(0.0, question_period_s - (time.monotonic() - asked)))
         publisher.join()
         rss_end = node.rss_bytes()
@@ -376,6 +379,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
     if soak:
         figures["soak_rss_start_mb"] = round(rss_start / 2**20, 1)
         figures["soak_rss_end_mb"] = round(rss_end / 2**20, 1)
+        figures["soak_rss_every_30s_mb"] = " ".join(map(str, rss_trace))
         figures["soak_rss_growth_pct"] = (
             round(100.0 * (rss_end - rss_start) / rss_start, 2) if rss_start else float("nan")
         )

@@ -131,3 +131,25 @@ def test_launch_files_name_existing_executables_and_profiles(launch_file):
         assert (REPO_ROOT / "config" / f"{default}.yaml").is_file(), default
     for included in re.findall(r'"(\w+\.launch\.py)"', source):
         assert (REPO_ROOT / "launch" / included).is_file(), included
+
+
+def test_configure_with_a_missing_model_fails_with_the_reason_and_the_node_stays_usable(tmp_path):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from spatial_mllm_ros.ros.qa_node import SpatialQANode
+
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(REPO_ROOT / "config" / "cpu.yaml"),
+                                      "-p", f"model_path:={tmp_path / 'missing'}"])
+    try:
+        node = SpatialQANode(context=context)
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+            assert node.lifecycle_state == "unconfigured"
+            assert node.frame_buffer is None
+            assert "missing" in node._configure_error and "FileNotFoundError" in node._configure_error
+        finally:
+            node.close()
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
