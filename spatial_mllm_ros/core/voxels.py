@@ -17,6 +17,8 @@ import numpy as np
 
 # Dense id spaces up to this many voxels are de-duplicated with a scratch array instead of sorting.
 DENSE_KEY_LIMIT = 1 << 24
+# A key space up to this many times a frame's point count is de-duplicated by scanning a bitmap.
+BITMAP_SCAN_FACTOR = 32
 # The dense greedy is used while k * (voxel incidences) stays below this many element operations.
 DENSE_GREEDY_WORK = 1 << 23
 # Packed absolute voxel keys: 21 bits per axis, coordinates in [-2^20, 2^20).
@@ -102,11 +104,23 @@ def packed_keys(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def voxel_sets_from_keys(per_frame_keys: list[np.ndarray], key_space: int | None = None) -> VoxelSets:
     """CSR voxel sets from each frame's (possibly repeated) int64 keys.
 
-    With a known ``key_space`` of at most :data:`DENSE_KEY_LIMIT`, keys are used as ids directly and
-    de-duplicated in O(P) per frame with a scratch array; otherwise they are sorted and compacted.
+    With a known ``key_space``, keys are used as ids directly: a small space is de-duplicated by
+    marking a bitmap and scanning it, one up to :data:`DENSE_KEY_LIMIT` in O(P) per frame with a
+    scratch array; otherwise keys are sorted and compacted.
     """
     count = len(per_frame_keys)
-    if key_space is not None and key_space <= DENSE_KEY_LIMIT:
+    mean_size = sum(keys.size for keys in per_frame_keys) / max(count, 1)
+    if key_space is not None and key_space <= BITMAP_SCAN_FACTOR * max(mean_size, 1024):
+        # Small grid: mark, scan the whole bitmap (sorted ids), unmark.
+        marks = np.zeros(key_space, dtype=bool)
+        unique_sets = []
+        for keys in per_frame_keys:
+            marks[keys] = True
+            ids = np.flatnonzero(marks)
+            marks[ids] = False
+            unique_sets.append(ids)
+        id_space = int(key_space)
+    elif key_space is not None and key_space <= DENSE_KEY_LIMIT:
         scratch = np.empty(key_space, dtype=np.int64)
         unique_sets = []
         for keys in per_frame_keys:
@@ -155,17 +169,19 @@ def grid_voxel_sets(groups: list[tuple[np.ndarray, np.ndarray]], voxel_size: flo
         (sets, voxel size, (3,) float32 grid origin, (3,) int64 grid dims); voxel ids are the row-major
         keys ``(ix * ny + iy) * nz + iz`` with ``i = floor((p - origin) / voxel_size)`` in float32.
     """
-    low = np.full(3, np.inf, dtype=np.float32)
-    high = np.full(3, -np.inf, dtype=np.float32)
+    # Valid points only, as contiguous (3, M) columns, plus each frame's point count.
+    columns, counts = [], []
     for world, valid in groups:
-        if valid.any():
-            for axis in range(3):
-                low[axis] = min(low[axis], np.min(world[:, axis], where=valid, initial=np.inf))
-                high[axis] = max(high[axis], np.max(world[:, axis], where=valid, initial=-np.inf))
-    total_frames = sum(valid.shape[0] for _, valid in groups)
-    if not np.all(np.isfinite(low)):
-        empty = [np.zeros(0, dtype=np.int64)] * total_frames
+        packed = np.empty((3, int(np.count_nonzero(valid))), dtype=np.float32)
+        for axis in range(3):
+            packed[axis] = world[:, axis][valid]
+        columns.append(packed)
+        counts.extend(np.count_nonzero(valid, axis=1).tolist())
+    points = np.concatenate(columns, axis=1) if len(columns) > 1 else columns[0]
+    if points.shape[1] == 0:
+        empty = [np.zeros(0, dtype=np.int64)] * len(counts)
         return voxel_sets_from_keys(empty, 1), float("nan"), np.zeros(3, np.float32), np.ones(3, np.int64)
+    low, high = points.min(axis=1), points.max(axis=1)
     extent = high - low
     if voxel_size is None:
         voxel_size = voxel_size_from_extent(extent, divisor)
@@ -175,20 +191,17 @@ def grid_voxel_sets(groups: list[tuple[np.ndarray, np.ndarray]], voxel_size: flo
     dims = np.floor((high - low) / step).astype(np.int64) + 1
     key_space = int(np.prod(dims.astype(object)))
     index_type = np.int32 if key_space < 2**31 else np.int64  # int32 halves the memory traffic
-    ny, nz = index_type(dims[1]), index_type(dims[2])
-    per_frame_keys = []
-    with np.errstate(invalid="ignore", over="ignore"):  # invalid points may be NaN or far away
-        for world, valid in groups:
-            scaled = world - low[None, :, None]  # (n, 3, P), same float32 steps as upstream
-            scaled /= step
-            np.floor(scaled, out=scaled)
-            coords = scaled.astype(index_type)
-            keys = coords[:, 0] * ny
-            keys += coords[:, 1]
-            keys *= nz
-            keys += coords[:, 2]  # (n, P)
-            keys = keys.astype(np.int64, copy=False)
-            per_frame_keys.extend(keys[i][valid[i]] for i in range(keys.shape[0]))
+    scaled = points - low[:, None]  # (3, M), the same float32 steps as upstream
+    scaled /= step
+    np.floor(scaled, out=scaled)
+    coords = scaled.astype(index_type)
+    keys = coords[0] * index_type(dims[1])
+    keys += coords[1]
+    keys *= index_type(dims[2])
+    keys += coords[2]
+    keys = keys.astype(np.int64, copy=False)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    per_frame_keys = [keys[offsets[i]:offsets[i + 1]] for i in range(len(counts))]
     if frame_order is not None:
         per_frame_keys = [per_frame_keys[i] for i in frame_order]
     return voxel_sets_from_keys(per_frame_keys, key_space), float(voxel_size), low, dims
