@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from spatial_mllm_ros.model import tiny
 from spatial_mllm_ros.model.loading import (
     model_to_published_key,
+    parameters_on_meta,
     published_to_model_key,
     read_safetensors_header,
 )
@@ -65,6 +67,22 @@ def test_tiny_checkpoint_is_in_the_published_format(tiny_dir, tiny_weights):
     assert all(t.dtype == torch.bfloat16 for t in tiny_weights.values())
     total = sum((tiny_dir / name).stat().st_size for name in ("config.json", "model.safetensors"))
     assert total < 8_000_000  # a few MB
+
+
+def test_meta_construction_only_affects_the_calling_thread():
+    built = {}
+
+    def build_elsewhere():
+        built["other"] = torch.nn.Linear(3, 3)
+
+    with parameters_on_meta():
+        here = torch.nn.Linear(3, 3)
+        thread = threading.Thread(target=build_elsewhere)
+        thread.start()
+        thread.join()
+    assert here.weight.is_meta
+    assert not built["other"].weight.is_meta
+    assert not torch.nn.Linear(2, 2).weight.is_meta  # restored afterwards
 
 
 def test_key_mapping_round_trips(tiny_weights):

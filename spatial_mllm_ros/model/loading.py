@@ -30,6 +30,7 @@ import math
 import os
 import struct
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ USED_HEADS = ("camera_head", "depth_head", "point_head")
 ALL_HEADS = (*USED_HEADS, "track_head")
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 MAX_LISTED_KEYS = 10
+_META_LOCK = threading.Lock()  # one parameters_on_meta() patch of nn.Module at a time
 
 
 @dataclass(frozen=True)
@@ -271,21 +273,25 @@ def load_config(model_dir: str | Path, attn_implementation: str = "sdpa") -> Spa
 def parameters_on_meta() -> Iterator[None]:
     """Create module parameters on the meta device; buffers stay real.
 
-    Like accelerate's ``init_empty_weights(include_buffers=False)``: a model skeleton costs no memory, and the
-    non-persistent buffers (rotary frequencies) are computed as usual.
+    Like accelerate's ``init_empty_weights(include_buffers=False)``: a model skeleton costs no memory, and
+    the non-persistent buffers (rotary frequencies) are computed as usual. ``nn.Module.register_parameter``
+    is wrapped for the duration; only the calling thread is affected (other threads building modules at
+    the same time get real parameters), and such contexts are serialised by a lock.
     """
-    original = nn.Module.register_parameter
+    with _META_LOCK:
+        original = nn.Module.register_parameter
+        owner = threading.get_ident()
 
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        original(module, name, param)
-        if param is not None and param.device.type != "meta":
-            module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+            original(module, name, param)
+            if param is not None and param.device.type != "meta" and threading.get_ident() == owner:
+                module._parameters[name] = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
 
-    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
+        nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            nn.Module.register_parameter = original  # type: ignore[method-assign]
 
 
 def _set_tensor(model: nn.Module, key: str, value: Tensor) -> None:
