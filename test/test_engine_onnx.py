@@ -89,3 +89,21 @@ def test_backend_selection_errors(tiny, tmp_path):
         make_backend("tensorrt", model, tmp_path)
     assert make_backend("ort", model, tmp_path).name == "onnxruntime-cpu"
     assert make_backend("torch", model, tmp_path).name == "torch-cpu"
+
+
+@pytest.mark.slow
+def test_onnx_runtime_matches_torch_on_the_mid_config(tmp_path):
+    from spatial_mllm_ros.model.modeling_spatial_mllm import SpatialMLLMForConditionalGeneration
+    from spatial_mllm_ros.model.preprocessing import prepare_video
+    from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
+
+    torch.set_num_threads(1)
+    model_dir = make_tiny_checkpoint(tmp_path / "mid", preset="mid", seed=1)
+    model = SpatialMLLMForConditionalGeneration.from_pretrained(model_dir).eval()
+    frames = np.random.default_rng(3).integers(0, 256, size=(4, 56, 84, 3), dtype=np.uint8)
+    video = prepare_video(frames, [0.0, 0.4, 1.1, 1.5], min_pixels=28 * 28 * 4)
+    inputs = (video.pixel_values_videos, video.video_grid_thw, video.video_tchw[0])
+    reference = TorchBackend(model).encode(*inputs)
+    onnx_out = OnnxRuntimeBackend(model, tmp_path / "onnx", model_id="mid").encode(*inputs)
+    assert onnx_out.shape == reference.shape == (12, 256)
+    assert (onnx_out - reference).abs().max().item() <= 1e-4
