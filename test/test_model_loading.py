@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from spatial_mllm_ros import cli
 from spatial_mllm_ros.model import tiny
 from spatial_mllm_ros.model.loading import (
     model_to_published_key,
@@ -244,6 +245,9 @@ def test_cli_writes_and_refuses_a_non_empty_directory(tmp_path, capsys):
     assert (target / "model.safetensors").is_file()
     assert tiny.main([str(target)]) == 2
     assert "not empty" in capsys.readouterr().err
+    assert cli.main(["make-tiny-model", str(tmp_path / "via_cli"), "--preset", "tiny", "--seed", "2"]) == 0
+    model = SpatialMLLMForConditionalGeneration.from_pretrained(tmp_path / "via_cli")
+    assert model.config.text_config.vocab_size == 151936
 
 
 @pytest.mark.slow

@@ -238,3 +238,19 @@ def test_spatial_encoder_layers_match(model, inputs, outputs):
     assert len(layers) == 4
     for index, layer in enumerate(layers):
         assert max_diff(layer[0], outputs[f"spatial_encoder_layer_{index:02d}"]) <= ACTIVATION_ATOL
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float32, LOGITS_ATOL), (torch.bfloat16, 1.5)])
+def test_fixture_on_cuda(fixture_dir, inputs, outputs, dtype, atol):
+    model = SpatialMLLMForConditionalGeneration.from_pretrained(fixture_dir, dtype=dtype, device="cuda")
+    cuda_inputs = {
+        k: v.cuda() if isinstance(v, torch.Tensor) else [t.cuda() for t in v] for k, v in inputs.items()
+    }
+    with torch.no_grad():
+        logits = model(**cuda_inputs, use_cache=False).logits.float().cpu()
+        generated = model.generate(**cuda_inputs, max_new_tokens=8, do_sample=False).cpu()
+    assert max_diff(logits, outputs["logits"]) <= atol
+    if dtype == torch.float32:
+        assert generated[0, 71:].tolist() == [687, 556, 987, 400, 585, 524, 347, 477]
