@@ -242,7 +242,7 @@ def test_spatial_encoder_layers_match(model, inputs, outputs):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize(("dtype", "atol"), [(torch.float32, LOGITS_ATOL), (torch.bfloat16, 1.5)])
+@pytest.mark.parametrize(("dtype", "atol"), [(torch.float32, LOGITS_ATOL), (torch.bfloat16, 3.0)])
 def test_fixture_on_cuda(fixture_dir, inputs, outputs, dtype, atol):
     model = SpatialMLLMForConditionalGeneration.from_pretrained(fixture_dir, dtype=dtype, device="cuda")
     cuda_inputs = {
