@@ -81,12 +81,6 @@ def voxel_coords(points: np.ndarray, origin: np.ndarray, voxel_size) -> np.ndarr
     return np.floor(scaled).astype(np.int64)
 
 
-def grid_keys(coords: np.ndarray, dims) -> np.ndarray:
-    """Row-major int64 keys of non-negative voxel coordinates inside a grid of ``dims`` (nx, ny, nz)."""
-    _, ny, nz = (int(d) for d in dims)
-    return (coords[:, 0] * ny + coords[:, 1]) * nz + coords[:, 2]
-
-
 def packed_keys(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Unbounded-grid keys of (3, N) int64 voxel coordinates, 21 bits per axis.
 
