@@ -66,6 +66,14 @@ def test_aggregator_layers_match_fixture(aggregator_case):
         _assert_close(layer, expected[f"layer_{i:02d}"], f"layer_{i:02d}")
 
 
+def test_aggregator_keeps_only_the_layers_asked_for(aggregator_case):
+    model, images, expected = aggregator_case
+    with torch.no_grad():
+        layers, _ = model(images, keep_layers=(-1,))
+    assert len(layers) == 2 and layers[0] is None
+    _assert_close(layers[1], expected["layer_01"], "kept last layer")
+
+
 def test_dinov2_debug_tensors_match_fixture(aggregator_case):
     model, images, expected = aggregator_case
     batch, frames, _, height, width = images.shape

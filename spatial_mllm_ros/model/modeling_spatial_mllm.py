@@ -29,7 +29,7 @@ Loading the published checkpoints lives in :mod:`spatial_mllm_ros.model.loading`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,9 @@ class SpatialEncoder(nn.Module):
         super().__init__()
         self.vggt_model = VGGT(config, heads=HEAD_NAMES if with_heads else ())
 
-    def forward(self, images: Tensor) -> tuple[list[Tensor], int]:
-        """[B, S, 3, H, W] in 0..1 -> (per-layer [B, S, 5+P, 2C], patch_start_idx)."""
-        return self.vggt_model.aggregator(images)
+    def forward(self, images: Tensor, keep_layers: Collection[int] | None = None) -> tuple[list[Tensor], int]:
+        """[B, S, 3, H, W] in 0..1 -> (per-layer [B, S, 5+P, 2C] or None if not kept, patch_start_idx)."""
+        return self.vggt_model.aggregator(images, keep_layers=keep_layers)
 
 
 class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
@@ -133,7 +133,7 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             if frames.ndim != 4 or frames.shape[1] != 3:
                 raise ValueError(f"video_tchw entries must be [T, 3, H, W], got {tuple(frames.shape)}")
             images = frames.to(device=weight.device, dtype=weight.dtype)[None]  # [1, T, 3, H, W]
-            layers, patch_start_idx = self.spatial_encoder(images)
+            layers, patch_start_idx = self.spatial_encoder(images, keep_layers=(self.spatial_layer_index,))
             features = layers[self.spatial_layer_index][0]  # [T, 5+P, 2C]
             del layers
             projected.append(self.connector(drop_special_tokens(features, patch_start_idx), grid_thw))

@@ -11,6 +11,8 @@ block output concatenated with the i-th global block output along channels.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import Tensor, nn
 
@@ -61,15 +63,18 @@ class VGGTAggregator(nn.Module):
         self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, dim))
         self.register_token = nn.Parameter(torch.zeros(1, 2, config.num_register_tokens, dim))
 
-    def forward(self, images: Tensor) -> tuple[list[Tensor], int]:
+    def forward(self, images: Tensor, keep_layers: Collection[int] | None = None) -> tuple[list[Tensor], int]:
         """Run the aggregator.
 
         Args:
             images: [B, S, 3, H, W] RGB in [0, 1] (not normalised); H and W multiples of the patch size.
+            keep_layers: indices (negative allowed) of the layers the caller will read. The others are
+                returned as ``None`` and never concatenated, so a caller needing one layer (Spatial-MLLM
+                reads only the last) does not hold all of them: ~5 GB at 16 frames of 768*28*28 in bf16.
 
         Returns:
-            (layers, patch_start_idx): ``depth`` tensors [B, S, 5+P, 2C] and the index of the first patch
-            token (1 camera + register tokens).
+            (layers, patch_start_idx): ``depth`` entries [B, S, 5+P, 2C] (``None`` where not kept) and the
+            index of the first patch token (1 camera + register tokens).
         """
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"expected images [B, S, 3, H, W], got shape {tuple(images.shape)}")
@@ -100,7 +105,10 @@ class VGGTAggregator(nn.Module):
         frame_pos = pos
         global_pos = None if pos is None else pos.reshape(batch, frames * num_tokens, 2)
 
-        outputs: list[Tensor] = []
+        num_layers = self.config.depth // self.config.aa_block_size * self.config.aa_block_size
+        kept = (set(range(num_layers)) if keep_layers is None
+                else {index % num_layers for index in keep_layers})
+        outputs: list[Tensor | None] = []
         frame_idx = global_idx = 0
         for _ in range(self.config.depth // self.config.aa_block_size):
             frame_out: list[Tensor] = []
@@ -119,5 +127,6 @@ class VGGTAggregator(nn.Module):
                         global_idx += 1
                         global_out.append(tokens.reshape(batch, frames, num_tokens, channels))
             for frame_layer, global_layer in zip(frame_out, global_out, strict=True):
-                outputs.append(torch.cat([frame_layer, global_layer], dim=-1))  # [B, S, T, 2C]
+                keep = len(outputs) in kept  # [B, S, T, 2C] when kept
+                outputs.append(torch.cat([frame_layer, global_layer], dim=-1) if keep else None)
         return outputs, self.patch_start_idx
