@@ -153,3 +153,12 @@ def test_configure_with_a_missing_model_fails_with_the_reason_and_the_node_stays
             node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_node_processes_fix_the_glibc_mmap_threshold(monkeypatch):
+    from spatial_mllm_ros.ros.runtime import bound_heap_growth
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert bound_heap_growth() is True  # glibc: applied (see the soak figures in bench_nodes)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert bound_heap_growth() is False  # the user's own setting is left alone
