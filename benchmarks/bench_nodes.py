@@ -7,7 +7,8 @@
 * ingest: 2 cameras x 30 Hz x 640x480 rgb8 published while questions keep the worker busy; frames the
   node itself dropped (malformed, bad stamps, ...) must be 0; transport losses are reported apart;
 * ``--soak-minutes N`` (not run by default): 30 Hz input and a question per second for N minutes;
-  RSS growth of the node process (from the end of the first minute) and answered/rejected counts.
+  RSS growth of the node process (from the end of the first minute, feature cache bounded at 8 MB so
+  that it is full by then) and answered/rejected counts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ NODE = "/spatial_mllm_node"
 QUESTION = "How far is the chair from the table?"
 SMALL = (120, 160)  # frames for the round-trip comparison
 VGA = (480, 640)
+SOAK_CACHE_MB = 8
 
 
 def add_arguments(parser) -> None:
@@ -318,6 +320,10 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
         "qos.images.reliability": "reliable",
         "diagnostics_period_s": "0.5",
     }
+    if soak:
+        # The visual-feature cache grows by design (LRU, bounded in bytes) as every question sees new
+        # frames; a small bound lets it fill within the first minute so that RSS growth measures leaks.
+        params["feature_cache_megabytes"] = str(SOAK_CACHE_MB)
     for camera in cameras:
         params.update(
             {
@@ -377,6 +383,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
         f"{prefix}_rejection_reasons": "; ".join(reasons) or "-",
     }
     if soak:
+        figures["soak_feature_cache_bound_mb"] = SOAK_CACHE_MB
         figures["soak_rss_start_mb"] = round(rss_start / 2**20, 1)
         figures["soak_rss_end_mb"] = round(rss_end / 2**20, 1)
         figures["soak_rss_every_30s_mb"] = " ".join(map(str, rss_trace))
