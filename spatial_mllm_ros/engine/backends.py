@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
+import tempfile
 import threading
 import warnings
 from abc import ABC, abstractmethod
@@ -167,20 +169,31 @@ def export_visual_onnx(model: nn.Module, num_frames: int, height: int, width: in
         torch.rand(num_frames, 3, height, width, generator=generator).to(device, dtype),
     )
     graph = _FixedGridVisualGraph(model, grid).eval()
-    tmp = path.with_name(path.name + ".partial")
-    with _frozen_position_embeddings(model, height, width), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer warnings about baked-in Python values are expected here
-        torch.onnx.export(
-            graph,
-            example,
-            str(tmp),
-            dynamo=False,
-            opset_version=ONNX_OPSET,
-            input_names=list(ONNX_INPUT_NAMES),
-            output_names=[ONNX_OUTPUT_NAME],
-            do_constant_folding=True,
-        )
-    tmp.replace(path)
+    # Export into a private folder first: no reader ever sees a half-written graph, and weights the
+    # exporter spills to per-tensor files (graphs above 2 GB) are gathered into one ``.data`` file.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}-") as scratch:
+        tmp = Path(scratch) / path.name
+        with _frozen_position_embeddings(model, height, width), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings about baked-in Python values are expected
+            torch.onnx.export(
+                graph,
+                example,
+                str(tmp),
+                dynamo=False,
+                opset_version=ONNX_OPSET,
+                input_names=list(ONNX_INPUT_NAMES),
+                output_names=[ONNX_OUTPUT_NAME],
+                do_constant_folding=True,
+            )
+        if len(list(Path(scratch).iterdir())) > 1:
+            import onnx
+
+            proto = onnx.load(str(tmp))  # reads the spilled weights
+            data_name = path.name + ".data"
+            onnx.save_model(proto, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name)
+            os.replace(Path(scratch) / data_name, path.with_name(data_name))
+        os.replace(tmp, path)
     return path
 
 
