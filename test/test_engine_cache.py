@@ -79,6 +79,12 @@ def test_key_depends_on_every_component_and_tolerates_float_noise():
         key(1, variant="onnxruntime-cpu/float32"),
     ]
     assert len({base, *variants}) == 1 + len(variants)
+    image = np.zeros((56, 84, 3), np.uint8)
+    other = image.copy()
+    other[8, 16] = 255  # a sampled pixel
+    with_pixels = key(1, images=[image, image])
+    assert with_pixels != base and with_pixels == key(1, images=[image.copy(), image])
+    assert key(1, images=[image, other]) != with_pixels
     with pytest.raises(ValueError, match="camera ids"):
         FeatureKey.from_frames([1.0], ["a", "b"], 56, 56, "m")
 

@@ -73,6 +73,10 @@ def test_greedy_is_deterministic_and_the_cache_skips_encoding(qa, frames):
     assert not first.cache_hit and second.cache_hit
     other_frames = qa.ask(frames[:6], "How far is the door from the window?")
     assert not other_frames.cache_hit and len(qa.cache) == 2
+    # Another recording with the same stamps and camera name (bags replayed from t=0) is not a hit.
+    repainted = [Frame(stamp=f.stamp, camera_id=f.camera_id, rgb=255 - f.rgb, depth=f.depth,
+                       depth_scale=f.depth_scale, K=f.K, pose=f.pose) for f in frames]
+    assert not qa.ask(repainted, "How far is the door from the window?").cache_hit
 
 
 def test_batched_questions_give_the_same_text_as_one_by_one(qa, frames):

@@ -12,11 +12,14 @@ and evicts the least recently used entry first.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class FeatureKey:
     width: int
     model_id: str
     variant: str = ""  # backend + dtype (+ device): numerics differ between them
+    content: str = ""  # digest of sampled pixels: two recordings with equal stamps never collide
 
     @classmethod
     def from_frames(
@@ -43,8 +47,13 @@ class FeatureKey:
         width: int,
         model_id: str,
         variant: str = "",
+        images: Sequence[Any] | None = None,
     ) -> FeatureKey:
-        """Build a key from float second stamps (one camera id per frame)."""
+        """Build a key from float second stamps (one camera id per frame).
+
+        With ``images`` (the frames' (H, W, 3) arrays) a digest of every 8th pixel in both
+        directions joins the key: bags replayed from time 0 share stamps but not pixels.
+        """
         if len(stamps) != len(camera_ids):
             raise ValueError(f"{len(stamps)} stamps but {len(camera_ids)} camera ids")
         return cls(
@@ -54,7 +63,18 @@ class FeatureKey:
             width=int(width),
             model_id=str(model_id),
             variant=str(variant),
+            content=pixel_digest(images) if images is not None else "",
         )
+
+
+def pixel_digest(images: Sequence[Any], step: int = 8) -> str:
+    """Short hash of a strided sample of each image (about 1/64 of the pixels) and its shape."""
+    digest = hashlib.blake2b(digest_size=16)
+    for image in images:
+        array = np.asarray(image)
+        digest.update(str(array.shape).encode())
+        digest.update(np.ascontiguousarray(array[::step, ::step]).tobytes())
+    return digest.hexdigest()
 
 
 def nbytes_of(value: Any) -> int:

@@ -414,7 +414,8 @@ class SpatialQA:
             pixel_limits["min_pixels"] = self.min_pixels
         model_hw = smart_resize(height, width, **pixel_limits)  # the resolution the model sees
         key = FeatureKey.from_frames(stamps, camera_ids, model_hw[0], model_hw[1], self.model_id,
-                                     f"{self.backend_name}/{self.dtype}/{self.device}")
+                                     f"{self.backend_name}/{self.dtype}/{self.device}",
+                                     images=[f.rgb for f in chosen])
         t0 = time.perf_counter()
         entry = self.cache.get(key)
         if entry is not None:
