@@ -162,3 +162,26 @@ def test_node_processes_fix_the_glibc_mmap_threshold(monkeypatch):
     assert bound_heap_growth() is True  # glibc: applied (see the soak figures in bench_nodes)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert bound_heap_growth() is False  # the user's own setting is left alone
+
+
+def test_integers_are_accepted_for_floating_point_parameters(tmp_path):
+    from spatial_mllm_ros.ros.qa_node import SpatialQANode
+
+    profile = tmp_path / "ints.yaml"
+    text = (REPO_ROOT / "config" / "cpu.yaml").read_text()
+    text = text.replace("max_megabytes: 512.0", "max_megabytes: 512")
+    profile.write_text(text.replace("pose_offset: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]",
+                                    "pose_offset: [0, 0, 0, 0, 0, 0, 1]"))
+    context = Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(profile),
+                                      "-p", "request_timeout_s:=30"])
+    try:
+        node = SpatialQANode(context=context)
+        try:
+            assert node.get_parameter("buffer.max_megabytes").value == 512.0
+            assert node.get_parameter("request_timeout_s").value == 30.0
+            assert node.get_parameter("camera.pose_offset").value == [0.0] * 6 + [1.0]
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -208,7 +208,7 @@ class SpatialQANode(LifecycleNode):
     # ------------------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> None:
         d = _descriptor
-        self.declare_parameters(
+        self._declare(
             "",
             [
                 (
@@ -401,9 +401,30 @@ class SpatialQANode(LifecycleNode):
         for camera in self.get_parameter("cameras").value:
             self._declare_camera_parameters(camera)
 
+    def _declare(self, namespace: str, entries: list[tuple[str, Any, ParameterDescriptor]]) -> None:
+        """declare_parameters, accepting integers from parameter files for floating-point parameters.
+
+        ``max_megabytes: 512`` in a YAML file (or ``-p x:=8``) is an INTEGER override, which rclpy
+        refuses for a DOUBLE parameter, ending the process; such values are converted instead.
+        """
+        overrides = getattr(self, "_parameter_overrides", None)
+        if overrides:
+            for name, default, _ in entries:
+                full_name = f"{namespace}.{name}" if namespace else name
+                override = overrides.get(full_name)
+                if override is None:
+                    continue
+                if isinstance(default, float) and override.type_ == Parameter.Type.INTEGER:
+                    overrides[full_name] = Parameter(full_name, Parameter.Type.DOUBLE, float(override.value))
+                elif (isinstance(default, list) and default and isinstance(default[0], float)
+                      and override.type_ == Parameter.Type.INTEGER_ARRAY):
+                    overrides[full_name] = Parameter(full_name, Parameter.Type.DOUBLE_ARRAY,
+                                                     [float(v) for v in override.value])
+        self.declare_parameters(namespace, entries)
+
     def _declare_camera_parameters(self, camera: str) -> None:
         d = _descriptor
-        self.declare_parameters(
+        self._declare(
             camera,
             [
                 (
