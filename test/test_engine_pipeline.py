@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """SpatialQA end to end on a tiny random checkpoint: typed answers, cache, batching, rejections."""
 
+import importlib.util
 import math
 
 import numpy as np
@@ -253,3 +254,24 @@ def test_warmup_and_close_free_the_model(tiny_dir, frames):
     engine.close()
     assert not engine.model_loaded and engine.backend is None and len(engine.cache) == 0
     assert engine.ask(frames, "How many chairs?").error == "no model loaded"
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None,
+                    reason="TensorRT is not installed (not installable from PyPI here)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="TensorRT needs a CUDA GPU")
+def test_tensorrt_backend_answers_like_torch(tiny_dir, frames, tmp_path):
+    common = dict(max_frames=4, max_new_tokens=4, min_pixels=SMALL_PIXELS, export_dir=tmp_path)
+    reference = SpatialQA(tiny_dir, device="cuda", dtype="float32", **common)
+    engine = SpatialQA(tiny_dir, backend="tensorrt", device="cuda", dtype="float32",
+                       backend_options={"precision": "fp32"}, **common)
+    try:
+        expected = reference.ask(frames, "How many chairs are in this room?")
+        answer = engine.ask(frames, "How many chairs are in this room?")
+        assert answer.ok and answer.backend == "tensorrt-fp32", answer.error
+        assert answer.raw_text == expected.raw_text
+        assert engine.backend.engine_cache.stats.built == 1
+    finally:
+        engine.close()
+        reference.close()
