@@ -107,3 +107,21 @@ def test_onnx_runtime_matches_torch_on_the_mid_config(tmp_path):
     onnx_out = OnnxRuntimeBackend(model, tmp_path / "onnx", model_id="mid").encode(*inputs)
     assert onnx_out.shape == reference.shape == (12, 256)
     assert (onnx_out - reference).abs().max().item() <= 1e-4
+
+
+def test_sessions_are_bounded_and_graphs_reused_from_disk(tiny, tmp_path):
+    model, _, _ = tiny
+    backend = OnnxRuntimeBackend(model, tmp_path, model_id="tiny")
+    assert backend.max_sessions == 2
+    backend.max_sessions = 1
+    generator = torch.Generator().manual_seed(0)
+    for frames in (2, 4, 2):
+        grid = torch.tensor([[frames // 2, 2, 2]])
+        pixels = torch.randn(frames // 2 * 4, 1176, generator=generator)
+        out = backend.encode(pixels, grid, torch.rand(frames, 3, 28, 28, generator=generator))
+        assert out.shape == (frames // 2, 64)
+        if frames == 4:
+            stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")}
+    assert list(backend._runners) == [(2, 28, 28)]
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.onnx")} == stamps  # not re-exported
+    assert len(stamps) == 2

@@ -29,6 +29,7 @@ import tempfile
 import threading
 import warnings
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,13 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 class _PerShapeBackend(VisualBackend):
-    """Shared part of the exported-graph backends: one ONNX file (and runner) per video shape."""
+    """Shared part of the exported-graph backends: one ONNX file (and runner) per video shape.
+
+    At most ``max_sessions`` runners stay loaded (least recently used dropped first): each holds its
+    own copy of the weights, and a buffer with fewer frames than ``max_frames`` is another shape.
+    """
+
+    max_sessions = 2
 
     def __init__(self, model: nn.Module, export_dir: str | Path, model_id: str | None = None):
         self.model = model
@@ -220,7 +227,8 @@ class _PerShapeBackend(VisualBackend):
         self.export_dir = Path(export_dir)
         tag = hashlib.sha256((model_id or weights_fingerprint(model)).encode()).hexdigest()[:12]
         self._file_prefix = f"visual-{tag}-{str(self.dtype).removeprefix('torch.')}"
-        self._runners: dict[tuple[int, int, int], Any] = {}
+        # (frames, height, width) -> runner, least recently used first; each holds a copy of the weights
+        self._runners: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def onnx_path(self, num_frames: int, height: int, width: int) -> Path:
@@ -237,7 +245,10 @@ class _PerShapeBackend(VisualBackend):
     def _runner(self, shape: tuple[int, int, int]) -> Any:
         with self._lock:
             if shape not in self._runners:
+                while len(self._runners) >= self.max_sessions:
+                    self._runners.popitem(last=False)
                 self._runners[shape] = self._make_runner(self.ensure_onnx(*shape))
+            self._runners.move_to_end(shape)
             return self._runners[shape]
 
     @abstractmethod
