@@ -18,6 +18,7 @@ from spatial_mllm_ros.engine.vggt_selection import (
     VGGTPointPredictor,
     load_point_head,
     make_vggt_points_selector,
+    with_vggt_route,
 )
 from spatial_mllm_ros.model.loading import index_checkpoint
 from spatial_mllm_ros.model.modeling_spatial_mllm import SpatialMLLMForConditionalGeneration
@@ -198,3 +199,19 @@ def test_monocular_fallback_of_the_geometric_selector(tiny, monocular_frames):
     assert selector.select(rgbd, 4).method == "space_aware"
     # Without the VGGT route the core fallback stays visible.
     assert make_selector("space_aware").select(monocular_frames, 4).method.startswith("uniform (fallback")
+
+
+def test_engine_hook_picks_the_route(tiny):
+    folder, model = tiny
+    geometric = make_selector("space_aware")
+    assert with_vggt_route(geometric, "space_aware", model, folder) is geometric
+    wrapped = with_vggt_route(geometric, "space_aware", model, folder, "vggt",
+                              vggt_options={"target_size": SIZE})
+    assert isinstance(wrapped, MonocularFallbackSelector) and wrapped.primary is geometric
+    assert wrapped.monocular.predictor.target_size == SIZE
+    points = with_vggt_route(make_selector("space_aware_points"), "space_aware_points", model, folder,
+                             selector_params={"max_candidates": 64})
+    assert points.max_candidates == 64 and points.predictor.target_size == 518
+    assert points.predictor.aggregator is model.spatial_encoder.vggt_model.aggregator
+    with pytest.raises(ValueError, match="unknown monocular_selector"):
+        with_vggt_route(geometric, "space_aware", model, folder, "depth_anything")

@@ -25,7 +25,7 @@ route instead of falling back to uniform sampling.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from spatial_mllm_ros.model.vggt.loading import _resize_frames
 UPSTREAM_TARGET_SIZE = 518  # longer image side of upstream's VGGT frame-selection input
 POINT_HEAD_PREFIX = VGGT_PREFIX + "point_head."
 _FALLBACK_PREFIX = "uniform (fallback"
+MONOCULAR_SELECTORS = ("vggt",)
 
 
 def load_point_head(
@@ -321,3 +322,31 @@ class MonocularFallbackSelector:
         if name in ("primary", "monocular"):
             raise AttributeError(name)
         return getattr(self.primary, name)
+
+
+def with_vggt_route(selector: Any, selector_name: str, model: nn.Module, checkpoint_dir: str | Path,
+                    monocular_selector: str | None = None,
+                    selector_params: Mapping[str, Any] | None = None,
+                    vggt_options: Mapping[str, Any] | None = None) -> Any:
+    """The engine's frame selector once its Spatial-MLLM is loaded (one call in ``SpatialQA``).
+
+    * ``selector_name == "space_aware_points"``: a VGGT-driven selector sharing ``model``'s aggregator,
+      built with ``selector_params`` (the core selector's options: ``max_candidates``, ``fill``, ...).
+    * ``monocular_selector == "vggt"``: ``selector`` wrapped in :class:`MonocularFallbackSelector`, so
+      frames without depth/pose/K use the VGGT route (default selector options) instead of uniform sampling.
+    * otherwise ``selector`` unchanged.
+
+    ``vggt_options``: ``target_size`` (518) and ``frames_per_pass`` (None) of :class:`VGGTPointPredictor`.
+    Raises ValueError for an unknown ``monocular_selector`` or a checkpoint without the point head.
+    """
+    if monocular_selector not in (None, "", *MONOCULAR_SELECTORS):
+        raise ValueError(f"unknown monocular_selector {monocular_selector!r}; choose from "
+                         f"{list(MONOCULAR_SELECTORS)} or None")
+    options = dict(vggt_options or {})
+    if selector_name == SpaceAwarePointsSelector.name:
+        return make_vggt_points_selector(model=model, checkpoint_dir=checkpoint_dir,
+                                         **options, **dict(selector_params or {}))
+    if monocular_selector:
+        return MonocularFallbackSelector(selector, make_vggt_points_selector(
+            model=model, checkpoint_dir=checkpoint_dir, **options))
+    return selector
