@@ -131,8 +131,8 @@ class VGGTPointPredictor:
         frames_per_pass: None (default, exact): all frames in one aggregator pass, as upstream. An integer
             bounds memory: frames are processed in passes of at most this many, every pass after the
             first led by frame 0 as a shared anchor (its output dropped), so all points are expressed in
-            frame 0's camera frame. Global attention then sees only one pass at a time: point scales may
-            differ slightly between passes, so selections can differ from upstream's.
+            frame 0's camera frame. Global attention then sees only one pass at a time: the (normalised)
+            point scale can differ between passes, so selections can differ from upstream's.
     """
 
     def __init__(self, aggregator: VGGTAggregator, point_head: DPTHead,
