@@ -217,12 +217,12 @@ def write_summary(out: Path, failures: dict[str, str]) -> dict:
 
 def load_annotator(model_dir: str, device: str = "cpu", dtype: str = "float32", max_frames: int = 16,
                    max_new_tokens: int = 16, frames_per_call: int | None = None,
-                   backend: str = "torch") -> RewardAnnotator:
-    """A SpatialQA engine on ``model_dir`` wrapped in an annotator."""
+                   backend: str = "torch", **engine_options) -> RewardAnnotator:
+    """A SpatialQA engine on ``model_dir`` wrapped in an annotator (``engine_options``: e.g. max_pixels)."""
     from spatial_mllm_ros.engine import SpatialQA
 
     qa = SpatialQA(model_dir, backend=backend, device=device, dtype=dtype, max_frames=max_frames,
-                   max_new_tokens=max_new_tokens)
+                   max_new_tokens=max_new_tokens, **engine_options)
     return RewardAnnotator(qa, frames_per_call=frames_per_call)
 
 
@@ -244,6 +244,8 @@ def build_parser(prog: str = "spatial-mllm-ros label-rewards") -> argparse.Argum
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-frames", type=int, default=16, help="frames per model call")
+    parser.add_argument("--max-pixels", type=int, default=None,
+                        help="per-frame pixel budget of the model input (default: the engine's, 768*28*28)")
     parser.add_argument("--ray-workers", type=int, default=0,
                         help="label on a Ray cluster with this many model workers (0: in this process)")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: local)")
@@ -309,17 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     if not work:
         write_summary(args.out, {})
         return 0
+    engine_kwargs = {"device": args.device, "dtype": args.dtype, "max_frames": args.max_frames}
+    if args.max_pixels:
+        engine_kwargs["max_pixels"] = args.max_pixels
     if args.ray_workers > 0:
         from spatial_mllm_ros.reward.ray_label import label_bags_ray
 
         failures = label_bags_ray(work, args.out, options, model_dir=args.model,
                                   num_workers=args.ray_workers, address=args.ray_address,
-                                  engine_kwargs={"device": args.device, "dtype": args.dtype,
-                                                 "max_frames": args.max_frames},
-                                  show_progress=not args.no_progress)
+                                  engine_kwargs=engine_kwargs, show_progress=not args.no_progress)
     else:
-        annotator = load_annotator(args.model, device=args.device, dtype=args.dtype,
-                                   max_frames=args.max_frames)
+        annotator = load_annotator(args.model, **engine_kwargs)
         failures = label_bags(annotator, work, args.out, options, show_progress=not args.no_progress)
     for bag, error in failures.items():
         print(f"label-rewards: FAILED {bag}: {error}", file=sys.stderr)
