@@ -113,3 +113,27 @@ def test_displacement_labels_with_target(checkpoint, tmp_path):
     assert document["provenance"]["method"] == "displacement(target=0.3m)"
     progress = pd.read_parquet(out)["progress"].to_numpy()
     assert progress[0] == 0.0 and np.all(np.isnan(progress) | ((progress >= 0) & (progress <= 1)))
+
+
+def test_scene_maker_recording_end_to_end(checkpoint, tmp_path):
+    from spatial_mllm_ros.bag.scene import write_scene
+    from spatial_mllm_ros.reward.voc import value_order_correlation
+
+    paths = write_scene(tmp_path / "scene", seed=3, width=64, height=48, num_frames=10)
+    scene = json.loads(paths.scene_json.read_text())
+    out = tmp_path / "rewards.parquet"
+    instruction = f"walk up to the {scene['target']['name']}"
+    assert cli_main(["label-rewards", str(paths.bag), "--instruction", instruction, "--model",
+                     str(checkpoint), "--out", str(out), "--max-frames", "4", "--stride", "2",
+                     "--no-progress"]) == 0
+    frame = pd.read_parquet(out)
+    assert list(frame["frame_index"]) == [0, 2, 4, 6, 8, 9]
+    summary = json.loads(out.with_suffix(".json").read_text())
+    (episode,) = summary["episodes"]
+    assert episode["episode_id"] == "bag" and episode["num_bag_frames"] == 10
+    assert episode["start_stamp"] == pytest.approx(scene["frames"][0]["stamp"])
+    voc = value_order_correlation(frame["progress"].to_numpy(), frame["frame_index"].to_numpy())
+    assert (episode["voc"] is None and np.isnan(voc)) or episode["voc"] == pytest.approx(voc)
+    # the scene's own ground truth, read the way a user would check a real model against it
+    truth = np.array([f["target_progress"] for f in scene["frames"]])[frame["frame_index"]]
+    assert truth[-1] == pytest.approx(1.0) and truth[0] == pytest.approx(0.0)
