@@ -137,3 +137,24 @@ def test_scene_maker_recording_end_to_end(checkpoint, tmp_path):
     # the scene's own ground truth, read the way a user would check a real model against it
     truth = np.array([f["target_progress"] for f in scene["frames"]])[frame["frame_index"]]
     assert truth[-1] == pytest.approx(1.0) and truth[0] == pytest.approx(0.0)
+
+
+def test_model_failure_is_not_written_so_a_rerun_retries_the_bag(checkpoint, tmp_path):
+    from spatial_mllm_ros.reward.label import LabelOptions, label_bags, load_annotator, pending_bags
+
+    write_push_bag(tmp_path / "bags" / "ep", 3)
+    out = tmp_path / "rewards.parquet"
+    options = LabelOptions(instruction="push the red box")
+    broken = load_annotator(str(checkpoint), max_frames=4)
+    broken.qa.close()  # every generate_text now raises "no model loaded"
+    work = pending_bags(find_bags([tmp_path / "bags"]), out)
+    failures = label_bags(broken, work, out, options, show_progress=False)
+    assert list(failures.values()) == [
+        f"{(tmp_path / 'bags' / 'ep').resolve()}: every model call failed: model call failed: "
+        "ValueError: no model loaded"]
+    assert not out.exists()
+    working = load_annotator(str(checkpoint), max_frames=4)
+    assert label_bags(working, pending_bags(find_bags([tmp_path / "bags"]), out), out, options,
+                      show_progress=False) == {}
+    working.qa.close()
+    assert list(pd.read_parquet(out)["frame_index"]) == [0, 1, 2]

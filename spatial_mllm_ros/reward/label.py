@@ -178,6 +178,12 @@ def label_bag(annotator: RewardAnnotator, bag: str | Path, episode_id: str, opti
                              error=f"{bag}: no frames on {options.image_topic}{window}")
     scores = annotator.score(frames, options.instruction, mode=options.mode, target=options.target,
                              stride=1, progress_callback=progress_callback, cancel_event=cancel_event)
+    failed = [r for r in scores.reasons[1:] if r.startswith("model call failed")]
+    if failed and len(failed) == len(scores.reasons) - 1:
+        # Not a property of the recording (a broken model set-up): report it, write nothing, so
+        # that a later run retries the bag instead of skipping it as done.
+        return EpisodeResult(episode_id, str(bag), None, num_frames=count,
+                             error=f"{bag}: every model call failed: {failed[0]}")
     # The annotator saw only the kept frames: map its indices back to positions in the bag.
     in_bag = np.asarray(positions, dtype=np.int64)[scores.frame_indices]
     scores = dataclasses.replace(scores, frame_indices=in_bag, stride=options.stride)
@@ -313,7 +319,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     engine_kwargs = {"device": args.device, "dtype": args.dtype, "max_frames": args.max_frames}
     if args.max_pixels:
+        from spatial_mllm_ros.model.preprocessing import VIDEO_MIN_PIXELS
+
+        # a budget below the default minimum lowers the minimum too (small frames are not up-scaled)
         engine_kwargs["max_pixels"] = args.max_pixels
+        engine_kwargs["min_pixels"] = min(args.max_pixels, VIDEO_MIN_PIXELS)
     if args.ray_workers > 0:
         from spatial_mllm_ros.reward.ray_label import label_bags_ray
 
