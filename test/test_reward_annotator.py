@@ -145,6 +145,14 @@ def test_failed_model_call_marks_its_frames():
     assert scores.reasons[1:3] == ["", ""]
     assert scores.reasons[3] == "model call failed: RuntimeError: out of memory"
     assert np.isnan(scores.progress[3:]).all() and scores.model_calls == 2
+    assert scores.model_failure == ""  # some calls worked: the episode's answers still count
+
+    class Broken(ScriptedGenerator):
+        def generate_text(self, frames, prompts):
+            raise ValueError("no model loaded")
+
+    broken = RewardAnnotator(Broken(None), frames_per_call=2).score(_trajectory(5), "x")
+    assert broken.model_failure == "model call failed: ValueError: no model loaded"
 
 
 def test_naive_pattern_sends_one_prompt_per_call_on_the_same_frame_sets():

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from spatial_mllm_ros.core.frames import Frame
 
 MODES = ("progress", "displacement")
+MODEL_CALL_FAILED = "model call failed"
 
 PROGRESS_PROMPT = (
     'These frames show a robot carrying out the task: "{instruction}". The first frame '
@@ -127,6 +128,13 @@ class TrajectoryScores:
     def voc(self) -> float:
         """Value-order correlation of the progress with the frame order (NaN when undefined)."""
         return value_order_correlation(self.progress, self.frame_indices)
+
+    @property
+    def model_failure(self) -> str:
+        """The first failure reason when EVERY model call failed (a set-up problem), else ""."""
+        asked = self.reasons[1:]
+        failed = [r for r in asked if r.startswith(MODEL_CALL_FAILED)]
+        return failed[0] if failed and len(failed) == len(asked) else ""
 
     @property
     def num_invalid(self) -> int:
@@ -281,7 +289,7 @@ class RewardAnnotator:
             except Exception as exc:  # a failed call marks its frames, the rest still count
                 calls += 1
                 for j in chunk:
-                    reasons[j] = f"model call failed: {type(exc).__name__}: {exc}"
+                    reasons[j] = f"{MODEL_CALL_FAILED}: {type(exc).__name__}: {exc}"
             else:
                 for j, text in zip(chunk, texts, strict=True):
                     raw[j] = text

@@ -178,12 +178,11 @@ def label_bag(annotator: RewardAnnotator, bag: str | Path, episode_id: str, opti
                              error=f"{bag}: no frames on {options.image_topic}{window}")
     scores = annotator.score(frames, options.instruction, mode=options.mode, target=options.target,
                              stride=1, progress_callback=progress_callback, cancel_event=cancel_event)
-    failed = [r for r in scores.reasons[1:] if r.startswith("model call failed")]
-    if failed and len(failed) == len(scores.reasons) - 1:
+    if scores.model_failure:
         # Not a property of the recording (a broken model set-up): report it, write nothing, so
         # that a later run retries the bag instead of skipping it as done.
         return EpisodeResult(episode_id, str(bag), None, num_frames=count,
-                             error=f"{bag}: every model call failed: {failed[0]}")
+                             error=f"{bag}: every model call failed: {scores.model_failure}")
     # The annotator saw only the kept frames: map its indices back to positions in the bag.
     in_bag = np.asarray(positions, dtype=np.int64)[scores.frame_indices]
     scores = dataclasses.replace(scores, frame_indices=in_bag, stride=options.stride)

@@ -302,6 +302,8 @@ class RewardAnnotatorNode(Node):
         episode_id = goal.episode_id or f"live_{frames[0].stamp:.3f}_{frames[-1].stamp:.3f}"
         scores = annotator.score(frames, goal.instruction, mode=goal.mode, target=target, stride=stride,
                                  progress_callback=feedback, cancel_event=cancel)
+        if scores.model_failure:
+            raise ValueError(f"every model call failed: {scores.model_failure}")
         return scores, episode_id, ""
 
     def close(self) -> None:
