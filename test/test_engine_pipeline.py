@@ -275,3 +275,23 @@ def test_tensorrt_backend_answers_like_torch(tiny_dir, frames, tmp_path):
     finally:
         engine.close()
         reference.close()
+
+
+def test_vggt_point_selection_route(tiny_dir):
+    monocular = [Frame(stamp=f.stamp, camera_id=f.camera_id, rgb=f.rgb)
+                 for f in make_room_scan(num_frames=8, width=84, height=56)]
+    vggt = {"target_size": 56}
+    points = SpatialQA(tiny_dir, selector="space_aware_points", max_frames=2, max_new_tokens=2,
+                       min_pixels=SMALL_PIXELS, vggt_options=vggt)
+    fallback = SpatialQA(tiny_dir, max_frames=2, max_new_tokens=2, min_pixels=SMALL_PIXELS,
+                         monocular_selector="vggt", vggt_options=vggt)
+    try:
+        for engine in (points, fallback):
+            answer = engine.ask(monocular, "How many chairs are in this room?")
+            assert answer.ok, answer.error
+            assert "space_aware_points" in answer.selection.method and len(answer.frame_stamps) == 2
+    finally:
+        points.close()
+        fallback.close()
+    with pytest.raises(ValueError, match="monocular_selector"):
+        SpatialQA(tiny_dir, monocular_selector="depth_anything")

@@ -137,6 +137,10 @@ class SpatialQA:
         backend_options: extra keyword arguments of the backend (e.g. ``providers`` for onnxruntime).
         cache_prefix_kv: keep the prefix keys/values in the cache (more bytes per entry, much less
             work per follow-up question).
+        monocular_selector: "vggt" to select frames without depth/pose by VGGT world points (the
+            loaded model's aggregator + the checkpoint's point head) instead of uniformly.
+        vggt_options: ``target_size`` / ``frames_per_pass`` of that VGGT route (and of the
+            "space_aware_points" selector, which always uses the loaded model).
 
     Raises ValueError / FileNotFoundError for a bad configuration (unknown backend, dtype, missing
     checkpoint), at construction time, so that a node fails fast at start-up.
@@ -160,6 +164,8 @@ class SpatialQA:
         max_batch: int = 8,
         backend_options: Mapping[str, Any] | None = None,
         cache_prefix_kv: bool = True,
+        monocular_selector: str | None = None,
+        vggt_options: Mapping[str, Any] | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
@@ -201,6 +207,10 @@ class SpatialQA:
         )
         self._eos_ids, self._pad_id = self._special_ids()
         self._decoder = PrefixDecoder(self.model, self._eos_ids, self._pad_id)
+        from spatial_mllm_ros.engine.vggt_selection import with_vggt_route
+
+        self.selector = with_vggt_route(self.selector, selector, self.model, model_dir, monocular_selector,
+                                        selector_params, vggt_options)
 
     # ------------------------------------------------------------------ public API
     @property
