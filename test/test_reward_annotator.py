@@ -53,7 +53,7 @@ def test_progress_mode_pairs_batched_into_calls():
     assert [len(prompts) for _, prompts in qa.calls] == [4, 4, 1]
     assert all(stamps[0] == 100.0 for stamps, _ in qa.calls)
     assert qa.calls[1][0] == [100.0, 102.5, 103.0, 103.5, 104.0]
-    assert 'task: "open the drawer"' in qa.calls[0][1][0] and "t = 0.5 s" in qa.calls[0][1][0]
+    assert 'task: "open the drawer"' in qa.calls[0][1][0] and "t = 0.50 s" in qa.calls[0][1][0]
     assert steps == [(1, 10), (5, 10), (9, 10), (10, 10)]
     expected = np.round(100 * np.arange(10) / 9) / 100
     np.testing.assert_allclose(scores.progress, expected)

@@ -17,8 +17,9 @@ model call. Every other scored frame k is one *pair* (frame 0, frame k), i.e. on
 Pairs are grouped into calls of up to ``frames_per_call`` pairs: one call shows the model the
 frame set ``[frame 0, frame k1, ..., frame kc]`` (time-ordered, with their real time stamps) and
 asks ``c`` prompts, one per pair, each naming its frame by its time since frame 0 ("the frame at
-t = 2.4 s"). ``SpatialQA.generate_text(frame_set, prompts)`` encodes the frame set once (vision
-tower + spatial encoder + connector) and decodes the prompts as one batch, so a trajectory of
+t = 2.40 s"; Qwen2.5-VL positions video frames by their real time).
+``SpatialQA.generate_text(frame_set, prompts)`` encodes the frame set once (vision tower +
+spatial encoder + connector) and decodes the prompts as one batch, so a trajectory of
 ``M`` scored frames costs ``ceil((M - 1) / frames_per_call)`` visual encodings instead of
 ``M - 1``. By default ``frames_per_call`` is the engine's ``max_frames - 1``, i.e. the largest
 frame set the model takes in one go; ``frames_per_call=1`` reproduces the literal
@@ -59,12 +60,12 @@ MODEL_CALL_FAILED = "model call failed"
 PROGRESS_PROMPT = (
     'These frames show a robot carrying out the task: "{instruction}". The first frame '
     "(t = 0.0 s) shows the start of the task. How much of the task is complete in the frame at "
-    "t = {offset:.1f} s? Answer with a percentage from 0 to 100, with the number in backticks, "
+    "t = {offset:.2f} s? Answer with a percentage from 0 to 100, with the number in backticks, "
     "like `40`."
 )
 DISPLACEMENT_PROMPT = (
     'These frames show a robot carrying out the task: "{instruction}". How far did {subject} '
-    "move between the first frame (t = 0.0 s) and the frame at t = {offset:.1f} s? Answer in "
+    "move between the first frame (t = 0.0 s) and the frame at t = {offset:.2f} s? Answer in "
     "millimetres, with the number in backticks, like `120`."
 )
 # How parse_answer reads each mode: percentages as an open question's first number (so "no" or
@@ -281,13 +282,12 @@ class RewardAnnotator:
                 cancelled = True
                 break
             frame_set = [frames[0]] + [frames[indices[j]] for j in shown]
+            calls += 1
             try:
                 texts = self.qa.generate_text(frame_set, [prompts[j] for j in chunk])
-                calls += 1
                 if len(texts) != len(chunk):
                     raise RuntimeError(f"engine returned {len(texts)} answers for {len(chunk)} prompts")
             except Exception as exc:  # a failed call marks its frames, the rest still count
-                calls += 1
                 for j in chunk:
                     reasons[j] = f"{MODEL_CALL_FAILED}: {type(exc).__name__}: {exc}"
             else:
