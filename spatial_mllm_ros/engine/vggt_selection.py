@@ -192,12 +192,8 @@ class VGGTPointPredictor:
         images = images.to(device=parameter.device, dtype=parameter.dtype)[None]  # [1, T, 3, h, w]
         with torch.inference_mode():
             layers, patch_start_idx = self.aggregator(images, keep_layers=self._head_layers)
-            kept = layers[self._head_layers[0]]
-            # The head reads only its intermediate layers but slices every entry per frame chunk: give
-            # the others as zero-width views ([1, T, 0, 2C]) instead of None.
-            layers = [layer if layer is not None else kept[:, :, :0] for layer in layers]
             points, conf = self.point_head(layers, tuple(images.shape[-2:]), patch_start_idx)
-            del layers, kept
+            del layers
             points_np = points[0].float().cpu().numpy()  # [T, h, w, 3]
             conf_np = conf[0].float().cpu().numpy()  # [T, h, w]
         return points_np, conf_np

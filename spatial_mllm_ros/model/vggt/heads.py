@@ -201,9 +201,10 @@ class DPTHead(nn.Module):
         pos = _uv_position_embedding(x.shape[1], x.shape[-2], x.shape[-1], width / height, x.device)
         return x + (pos * ratio).to(x.dtype)[None]
 
-    def _forward_frames(self, layers: list[Tensor], patch_start_idx: int, height: int, width: int) -> Tensor:
-        """Raw head output [N, output_dim, H, W] for the frames in ``layers`` (each [B, s, T, 2C])."""
-        batch, frames = layers[0].shape[:2]
+    def _forward_frames(self, layers: dict[int, Tensor], patch_start_idx: int, height: int, width: int
+                        ) -> Tensor:
+        """Raw head output [N, output_dim, H, W] for ``layers`` (layer index -> [B, s, T, 2C])."""
+        batch, frames = next(iter(layers.values())).shape[:2]
         rows, cols = height // self.patch_size, width // self.patch_size
         features = []
         for i, layer_idx in enumerate(self.config.intermediate_layer_idx):
@@ -231,11 +232,13 @@ class DPTHead(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Predictions [B, S, H, W, output_dim-1] and confidence [B, S, H, W], frames processed in chunks."""
         height, width = image_size_hw
-        batch, frames = aggregated_tokens[-1].shape[:2]
+        read = self.config.intermediate_layer_idx
+        batch, frames = aggregated_tokens[read[0]].shape[:2]
         chunk = self.config.frames_chunk_size or frames
         preds, confs = [], []
         for start in range(0, frames, chunk):
-            layers = [layer[:, start : start + chunk] for layer in aggregated_tokens]
+            # Only the layers this head reads are sliced: the others may be None (aggregator keep_layers).
+            layers = {i: aggregated_tokens[i][:, start : start + chunk] for i in read}
             raw = self._forward_frames(layers, patch_start_idx, height, width)  # [N, D, H, W]
             fmap = raw.permute(0, 2, 3, 1)
             pred = _activate(fmap[..., :-1], self.activation)

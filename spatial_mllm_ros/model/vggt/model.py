@@ -37,6 +37,14 @@ class VGGT(nn.Module):
             DPTHead(dim_in, config.point_head, patch, 4, "inv_log") if "point" in heads else None
         )
 
+    def layers_read_by_heads(self) -> list[int]:
+        """Aggregator layers the built heads read (the camera head the last, DPT heads four)."""
+        wanted = {-1} if self.camera_head is not None else set()
+        for head in (self.depth_head, self.point_head):
+            if head is not None:
+                wanted.update(head.config.intermediate_layer_idx)
+        return sorted(wanted)
+
     def forward(self, images: Tensor) -> dict[str, Tensor | list[Tensor]]:
         """Run the aggregator and the built heads.
 
@@ -50,7 +58,7 @@ class VGGT(nn.Module):
         """
         if images.ndim == 4:
             images = images[None]
-        layers, patch_start_idx = self.aggregator(images)
+        layers, patch_start_idx = self.aggregator(images, keep_layers=self.layers_read_by_heads())
         image_size_hw = (images.shape[-2], images.shape[-1])
         predictions: dict[str, Tensor | list[Tensor]] = {}
         if self.camera_head is not None:
