@@ -45,7 +45,7 @@ from spatial_mllm_ros.model.vggt import (
     vggt_config_from_spatial_config,
 )
 from spatial_mllm_ros.model.vggt.heads import DPTHead
-from spatial_mllm_ros.model.vggt.loading import _resize_frames
+from spatial_mllm_ros.model.vggt.loading import resize_frames_for_vggt
 
 UPSTREAM_TARGET_SIZE = 518  # longer image side of upstream's VGGT frame-selection input
 POINT_HEAD_PREFIX = VGGT_PREFIX + "point_head."
@@ -187,7 +187,8 @@ class VGGTPointPredictor:
 
     def _run(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One aggregator pass over all of ``rgb`` + the point head (chunked over frames)."""
-        images = _resize_frames(rgb, self.target_size, self.aggregator.config.patch_size)  # [T, 3, h, w]
+        patch = self.aggregator.config.patch_size
+        images = resize_frames_for_vggt(rgb, self.target_size, patch)  # [T, 3, h, w]
         parameter = self.parameter
         images = images.to(device=parameter.device, dtype=parameter.dtype)[None]  # [1, T, 3, h, w]
         with torch.inference_mode():

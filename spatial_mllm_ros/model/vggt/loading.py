@@ -172,7 +172,7 @@ def load_vggt(
     return model
 
 
-def _resize_frames(frames_uint8: np.ndarray, target_size: int, patch_size: int) -> Tensor:
+def resize_frames_for_vggt(frames_uint8: np.ndarray, target_size: int, patch_size: int) -> Tensor:
     """[T, H, W, 3] uint8 -> [T, 3, h, w] float in [0, 1], h and w multiples of ``patch_size``.
 
     As the published frame-selection preprocessing: the longer side goes to ``target_size`` (the width
@@ -226,7 +226,7 @@ def predict_world_points(
     if target_size < patch_size:
         raise ValueError(f"target_size {target_size} is smaller than the patch size {patch_size}")
     target_size -= target_size % patch_size
-    images = _resize_frames(frames_uint8, target_size, patch_size)
+    images = resize_frames_for_vggt(frames_uint8, target_size, patch_size)
     parameter = next(model.parameters())
     images = images.to(device=parameter.device, dtype=parameter.dtype)
     with torch.inference_mode():
