@@ -27,11 +27,15 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NODE = "/spatial_mllm_node"
+# Its own namespace: a node of another test on the same domain id can never answer for it.
+NAMESPACE = f"/bench_nodes_{os.getpid()}"
+NODE = f"{NAMESPACE}/spatial_mllm_node"
 QUESTION = "How far is the chair from the table?"
 SMALL = (120, 160)  # frames for the round-trip comparison
 VGA = (480, 640)
 SOAK_CACHE_MB = 8
+# Domain ids whose DDS ports stay out of Linux's ephemeral port range: 1..101, 215..232.
+SAFE_DOMAIN_IDS = (*range(1, 102), *range(215, 233))
 
 
 def add_arguments(parser) -> None:
@@ -72,7 +76,8 @@ class _Node:
             OMP_NUM_THREADS="1",
             PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         )
-        args = ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-p", "autostart:=true"]
+        args = ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-r", f"__ns:={NAMESPACE}",
+                "-p", "autostart:=true"]
         for key, value in params.items():
             args += ["-p", f"{key}:={value}"]
         self.log = tempfile.NamedTemporaryFile(prefix="bench_nodes_", suffix=".log", delete=False)  # noqa: SIM115
@@ -136,7 +141,9 @@ class _Client:
             return
 
     def _on_diagnostics(self, msg) -> None:
-        self.diagnostics = {kv.key: kv.value for kv in msg.status[0].values}
+        for status in msg.status:
+            if status.name.startswith(f"{NODE}:"):
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def _wait(self, future, timeout: float):
         deadline = time.monotonic() + timeout
@@ -214,7 +221,7 @@ def _round_trip(args, model: Path) -> dict:
     settings = {"selector": "uniform", "max_frames": 4, "max_new_tokens": 4}
     engine = SpatialQA(model, **settings)
     frames = [Frame(stamp=s, camera_id="camera", rgb=im) for s, im in zip(stamps, images, strict=True)]
-    domain_id = random.SystemRandom().randint(1, 100)
+    domain_id = random.SystemRandom().choice(SAFE_DOMAIN_IDS)
     node = _Node(
         domain_id,
         {
@@ -332,7 +339,7 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
                 f"{camera}.pose_source": "none",
             }
         )
-    domain_id = random.SystemRandom().randint(1, 100)
+    domain_id = random.SystemRandom().choice(SAFE_DOMAIN_IDS)
     node = _Node(domain_id, params)
     client = _Client(domain_id, cameras)
     counts: dict = {}
