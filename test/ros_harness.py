@@ -201,3 +201,18 @@ def tiny_model_dir() -> Path:
 
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def latest_status(diagnostic_arrays: list, node: str):
+    """The newest DiagnosticStatus published by ``node`` (e.g. "/spatial_mllm_node"), or None."""
+    for array in reversed(diagnostic_arrays):
+        for status in array.status:
+            if status.name.startswith(f"{node}:"):
+                return status
+    return None
+
+
+def status_values(diagnostic_arrays: list, node: str) -> dict[str, str]:
+    """Key/values of :func:`latest_status` ({} when the node has published none yet)."""
+    status = latest_status(diagnostic_arrays, node)
+    return {kv.key: kv.value for kv in status.values} if status is not None else {}

@@ -69,7 +69,7 @@ def test_bag_replay_into_the_node_on_sim_time(scene, tmp_path):
     import json
 
     from diagnostic_msgs.msg import DiagnosticArray
-    from ros_harness import REPO_ROOT, tiny_model_dir, wait_for_state
+    from ros_harness import REPO_ROOT, status_values, tiny_model_dir, wait_for_state
     from spatial_mllm_ros.msg import FrameSelection
     from spatial_mllm_ros.srv import AskSpatial
 
@@ -94,10 +94,7 @@ def test_bag_replay_into_the_node_on_sim_time(scene, tmp_path):
             assert player.stop() == 0, player.output()
 
         def buffered() -> int:
-            if not diagnostics:
-                return 0
-            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
-            return int(values.get("buffer_frames", "0"))
+            return int(status_values(diagnostics, node_name).get("buffer_frames", "0"))
 
         wait_until(lambda: buffered() == FRAMES, 20.0, "all bag frames in the node's buffer")
         row = json.loads(scene.questions.read_text())[0]

@@ -21,7 +21,16 @@ from nav_msgs.msg import Odometry
 from PIL import Image as PILImage
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters
-from ros_harness import REPO_ROOT, NodeProcess, RosClient, random_domain_id, wait_for_state, wait_until
+from ros_harness import (
+    REPO_ROOT,
+    NodeProcess,
+    RosClient,
+    latest_status,
+    random_domain_id,
+    status_values,
+    wait_for_state,
+    wait_until,
+)
 from sensor_msgs.msg import CompressedImage
 from spatial_mllm_ros.msg import SpatialAnswer
 from spatial_mllm_ros.srv import AskSpatial
@@ -106,7 +115,7 @@ def test_question_topic_accepts_json_with_options(client):
 
 def _diagnostics(client, diagnostics, key: str, at_least: int) -> dict[str, str]:
     def values() -> dict[str, str]:
-        return {kv.key: kv.value for kv in diagnostics[-1].status[0].values} if diagnostics else {}
+        return status_values(diagnostics, NODE)
 
     wait_until(lambda: int(values().get(key, "0")) >= at_least, 20.0, f"diagnostics {key} >= {at_least}")
     return values()
@@ -138,7 +147,7 @@ def test_compressed_images_and_odometry_poses_are_ingested(client):
     values = _diagnostics(client, diagnostics, "buffer_frames", 3)
     assert int(values["received_pose"]) == 3 and int(values["malformed_image"]) == 1
     assert "cannot decode" in values["last_error_malformed_image"]
-    status = diagnostics[-1].status[0]
+    status = latest_status(diagnostics, NODE)
     assert status.level == DiagnosticStatus.WARN and "no model loaded" in status.message
 
 

@@ -21,6 +21,7 @@ from ros_harness import (
     NodeProcess,
     RosClient,
     random_domain_id,
+    status_values,
     tiny_model_dir,
     wait_for_state,
     wait_until,
@@ -73,13 +74,13 @@ def client(domain_id, node_process):
 
 
 def _diagnostics(client) -> dict[str, str]:
-    wait_until(lambda: client.diagnostics, 10.0, "a /diagnostics message")
-    return {kv.key: kv.value for kv in client.diagnostics[-1].status[0].values}
+    wait_until(lambda: status_values(client.diagnostics, NODE), 10.0, "a /diagnostics status of the node")
+    return status_values(client.diagnostics, NODE)
 
 
 def _wait_diagnostic(client, key: str, expected: int) -> dict[str, str]:
     def reached() -> bool:
-        return bool(client.diagnostics) and int(_diagnostics(client).get(key, "0")) >= expected
+        return int(status_values(client.diagnostics, NODE).get(key, "0")) >= expected
 
     wait_until(reached, 20.0, f"diagnostics {key} >= {expected}")
     return _diagnostics(client)
