@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.srv import GetParameters
 from ros_harness import (
     REPO_ROOT,
     NodeProcess,
@@ -175,8 +176,13 @@ def test_busy_rejection_when_the_queue_is_full(client):
     # queue_size 1: while the first question is being answered, the others are refused at once.
     requests = [AskSpatial.Request(question=f"How far is object {i} from the door?", max_frames=6,
                                    query_id=f"busy-{i}") for i in range(3)]
-    sent = time.monotonic()
+    completion_order: list[str] = []
     futures = client.call_many_async(AskSpatial, f"{NODE}/ask", requests)
+    for future in futures:
+        future.add_done_callback(lambda f: completion_order.append(f.result().answer.query_id))
+    # Parameter services keep answering while a question is being answered (separate callback groups).
+    request = GetParameters.Request(names=["queue_size"])
+    assert client.call(GetParameters, f"{NODE}/get_parameters", request).values[0].integer_value == 1
     wait_until(lambda: all(f.done() for f in futures), 120.0, "all three answers")
     answers = [f.result().answer for f in futures]
     assert [a.query_id for a in answers] == ["busy-0", "busy-1", "busy-2"]
@@ -184,6 +190,9 @@ def test_busy_rejection_when_the_queue_is_full(client):
     answered = [a for a in answers if a.error == ""]
     assert len(busy) >= 1 and len(answered) >= 1 and len(busy) + len(answered) == 3
     assert all(a.answer_kind == SpatialAnswer.KIND_NONE and "queue_size=1" in a.error for a in busy)
-    assert time.monotonic() - sent < 120.0
+    # The rejections came back at once, before the question being answered finished.
+    wait_until(lambda: len(completion_order) == 3, 10.0, "three completions")
+    last_answered = max(completion_order.index(a.query_id) for a in answered)
+    assert last_answered > max(completion_order.index(a.query_id) for a in busy)
     values = _wait_diagnostic(client, "rejected_busy", len(busy))
     assert int(values["queue_size"]) == 1
