@@ -57,13 +57,20 @@ def ros_env(domain_id: int) -> dict[str, str]:
 
 
 class NodeProcess:
-    """A node started as ``python -m MODULE --ros-args ...``; output kept in a log file."""
+    """A node started as ``python -m MODULE --ros-args ...`` (or as the venv's console script
+    ``console_script``, as ``ros2 run`` would); output kept in a log file.
+    """
 
-    def __init__(self, module: str, ros_args: list[str], domain_id: int, log_path: Path) -> None:
+    def __init__(self, module: str, ros_args: list[str], domain_id: int, log_path: Path,
+                 console_script: str | None = None) -> None:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([PYTHON, "-m", module, "--ros-args", *ros_args], cwd=REPO_ROOT,
+        command = [PYTHON, "-m", module]
+        if console_script is not None:
+            command = [str(Path(PYTHON).parent / console_script)]
+            assert Path(command[0]).is_file(), f"console script {command[0]} is not installed (make setup)"
+        self.process = subprocess.Popen([*command, "--ros-args", *ros_args], cwd=REPO_ROOT,
                                         env=ros_env(domain_id), stdout=self._log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:

@@ -1,6 +1,6 @@
 # Copyright 2026 spatial_mllm_ros maintainers
 # SPDX-License-Identifier: Apache-2.0
-"""spatial_mllm_node as a real process over real DDS, without a model.
+"""spatial_mllm_node as a real process (its console script) over real DDS, without a model.
 
 The first ROS test of the package (issue 2): a SpatialAnswer published by the node process is received
 here; AskSpatial answers a clear "no model loaded" rejection. Then the lifecycle driven through the
@@ -53,7 +53,8 @@ def node_process(domain_id, tmp_path_factory):
                            "-p", "warmup:=false", "-p", 'model_path:=""', "-p", "diagnostics_period_s:=0.2",
                            "-p", "camera.image_transport:=compressed", "-p", "camera.pose_source:=odometry",
                            "-p", "camera.pose_topic:=/odom"],
-                          domain_id, tmp_path_factory.mktemp("node") / "node.log")
+                          domain_id, tmp_path_factory.mktemp("node") / "node.log",
+                          console_script="spatial_mllm_node")
     yield process
     process.stop()
 
