@@ -114,3 +114,19 @@ def test_bag_replay_into_the_node_on_sim_time(scene, tmp_path):
     finally:
         client.close()
         node.stop()
+
+
+def test_player_without_a_usable_bag_exits_with_the_reason(tmp_path):
+    not_a_bag = tmp_path / "empty_dir"
+    not_a_bag.mkdir()
+    for bag, reason in (('""', "parameter 'bag' is required"), (str(tmp_path / "missing"), "no bag at"),
+                        (str(not_a_bag), "without metadata.yaml")):
+        player = NodeProcess("spatial_mllm_ros.ros.bag_player", ["-p", f"bag:={bag}"], random_domain_id(),
+                             tmp_path / "player.log")
+        player.process.wait(timeout=60)
+        assert player.stop() == 1
+        assert reason in player.output(), player.output()
+    broken = NodeProcess("spatial_mllm_ros.ros.bag_player", ["-p", "bag:="], random_domain_id(),
+                         tmp_path / "broken.log")
+    broken.process.wait(timeout=60)
+    assert broken.stop() == 2 and "cannot start ROS" in broken.output()

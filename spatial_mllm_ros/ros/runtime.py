@@ -54,7 +54,11 @@ def run(node_factories: Sequence[Callable[[], Node]], args: list[str] | None = N
     ``--params-file`` work. SIGINT/SIGTERM end the spin cleanly.
     """
     bound_heap_growth()
-    rclpy.init(args=sys.argv if args is None else args)
+    try:
+        rclpy.init(args=sys.argv if args is None else args)
+    except Exception as error:  # malformed --ros-args (rcl logs the details)
+        print(f"error: cannot start ROS: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
     nodes: list[Node] = []
     exit_code = 0
     try:
