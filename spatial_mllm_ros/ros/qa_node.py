@@ -702,7 +702,9 @@ class SpatialQANode(LifecycleNode):
         )
 
     def _subscribe_camera(self, camera: str) -> None:
-        p = lambda leaf: self._param(f"{camera}.{leaf}")  # noqa: E731
+        def p(leaf: str) -> Any:
+            return self._param(f"{camera}.{leaf}")
+
         namespace = p("namespace").rstrip("/")
         qos = self._camera_qos()
         group = self._camera_groups.setdefault(camera, MutuallyExclusiveCallbackGroup())
