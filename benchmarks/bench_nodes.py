@@ -309,7 +309,7 @@ def _node_drops(diagnostics: dict[str, str]) -> int:
     return sum(
         int(v)
         for k, v in diagnostics.items()
-        if k.startswith("dropped_image_") or k.startswith("malformed_image")
+        if k.startswith("dropped_image_") or k == "malformed_image"
     )
 
 

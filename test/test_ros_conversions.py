@@ -66,8 +66,9 @@ def test_rgb8_is_a_zero_copy_view_of_the_message_buffer():
 def test_malformed_images_raise_value_error_with_the_reason(mutate, reason):
     msg = conv.rgb_to_image(RGB)
     mutate(msg)
-    with pytest.raises(ValueError, match=reason):
+    with pytest.raises(conv.MalformedMessageError, match=reason) as raised:
         conv.image_to_rgb(msg)
+    assert isinstance(raised.value, ValueError) and raised.value.reason
 
 
 def test_depth_millimetres_and_metres():

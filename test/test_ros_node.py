@@ -148,6 +148,7 @@ def test_compressed_images_and_odometry_poses_are_ingested(client):
     values = _diagnostics(client, diagnostics, "buffer_frames", 3)
     assert int(values["received_pose"]) == 3 and int(values["malformed_image"]) == 1
     assert "cannot decode" in values["last_error_malformed_image"]
+    assert int(values["malformed_image_undecodable"]) == 1
     status = latest_status(diagnostics, NODE)
     assert status.level == DiagnosticStatus.WARN and "no model loaded" in status.message
 

@@ -165,6 +165,8 @@ def test_malformed_images_are_counted_and_dropped_while_the_node_keeps_answering
         time.sleep(0.03)
     values = _wait_diagnostic(client, "malformed_image", before + 4)
     assert int(values["malformed_image"]) == before + 4
+    for reason in ("bad_step", "size_mismatch", "unsupported_encoding", "empty_data"):
+        assert int(values[f"malformed_image_{reason}"]) == 1, reason
     assert "last_error_malformed_image" in values
     assert int(values["buffer_frames"]) == len(STAMPS)  # none of them reached the buffer
     answer = _ask(client, "How many chairs are in the room?")

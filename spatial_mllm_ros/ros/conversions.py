@@ -5,7 +5,8 @@
 cv_bridge is not available everywhere (and the PyPI copy is broken), so images are converted with
 numpy here: ``np.frombuffer`` over the message's buffer is free, outgoing images are built with
 ``data=arr.tobytes()`` (assigning an ndarray to ``msg.data`` costs tens of milliseconds). Every
-malformed message raises ``ValueError`` with a reason, so a node can count and reject it.
+malformed message raises :class:`MalformedMessageError` (a ``ValueError``) with a reason key and a
+message, so that a node can count it by reason and reject it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ COLOR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
 DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
 
 
+class MalformedMessageError(ValueError):
+    """A message that cannot be converted. ``reason`` is a short key for counters (e.g. "bad_step")."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def stamp_to_sec(stamp: Time) -> float:
     """builtin_interfaces/Time -> seconds as a float."""
     return float(stamp.sec) + float(stamp.nanosec) * 1e-9
@@ -58,15 +67,17 @@ def _check_layout(msg: Image) -> None:
     """Reject empty images and buffers whose size does not match step*height exactly."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
-        raise ValueError(f"empty image ({width}x{height})")
+        raise MalformedMessageError("empty_image", f"empty image ({width}x{height})")
     size = len(msg.data)
     if size == 0:
-        raise ValueError("image data is empty")
+        raise MalformedMessageError("empty_data", "image data is empty")
     row_bytes = width * _BYTES_PER_PIXEL[msg.encoding]
     if step < row_bytes:
-        raise ValueError(f"step {step} is smaller than width*bytes_per_pixel = {row_bytes} ({msg.encoding})")
+        raise MalformedMessageError(
+            "bad_step", f"step {step} is smaller than width*bytes_per_pixel = {row_bytes} ({msg.encoding})")
     if size != step * height:
-        raise ValueError(f"data size {size} != step*height = {step}*{height} = {step * height}")
+        raise MalformedMessageError(
+            "size_mismatch", f"data size {size} != step*height = {step}*{height} = {step * height}")
 
 
 def image_to_rgb(msg: Image) -> np.ndarray:
@@ -78,7 +89,9 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     """
     encoding = str(msg.encoding)
     if encoding not in COLOR_ENCODINGS:
-        raise ValueError(f"unsupported encoding {encoding!r} (expected one of {', '.join(COLOR_ENCODINGS)})")
+        raise MalformedMessageError(
+            "unsupported_encoding",
+            f"unsupported encoding {encoding!r} (expected one of {', '.join(COLOR_ENCODINGS)})")
     _check_layout(msg)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if encoding == "mono8":
@@ -94,7 +107,8 @@ def depth_to_array(msg: Image) -> tuple[np.ndarray, float]:
     """
     encoding = str(msg.encoding)
     if encoding not in DEPTH_ENCODINGS:
-        raise ValueError(
+        raise MalformedMessageError(
+            "unsupported_encoding",
             f"unsupported depth encoding {encoding!r} (expected one of {', '.join(DEPTH_ENCODINGS)})")
     _check_layout(msg)
     return depth_view(msg.data, int(msg.height), int(msg.width), int(msg.step), encoding,
@@ -108,18 +122,20 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
 
     data = bytes(msg.data)
     if not data:
-        raise ValueError("compressed image data is empty")
+        raise MalformedMessageError("empty_data", "compressed image data is empty")
     if "compresseddepth" in str(msg.format).lower():
-        raise ValueError(f"compressedDepth images are not colour images (format {msg.format!r})")
+        raise MalformedMessageError(
+            "unsupported_encoding", f"compressedDepth images are not colour images (format {msg.format!r})")
     try:
         with PILImage.open(io.BytesIO(data)) as image:
             rgb = image.convert("RGB")
             rgb.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ValueError(f"cannot decode compressed image (format {msg.format!r}): {error}") from error
+        raise MalformedMessageError(
+            "undecodable", f"cannot decode compressed image (format {msg.format!r}): {error}") from error
     array = np.asarray(rgb, dtype=np.uint8)
     if array.size == 0:
-        raise ValueError("compressed image decodes to an empty image")
+        raise MalformedMessageError("empty_image", "compressed image decodes to an empty image")
     return array
 
 
@@ -164,10 +180,10 @@ def camera_info_to_k(msg: CameraInfo) -> np.ndarray:
     """CameraInfo -> (3, 3) float64 intrinsics; ValueError when K is missing (all zeros) or malformed."""
     k = np.asarray(msg.k, dtype=np.float64)
     if k.size != 9:
-        raise ValueError(f"camera_info K has {k.size} entries, expected 9")
+        raise MalformedMessageError("bad_intrinsics", f"camera_info K has {k.size} entries, expected 9")
     k = k.reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise ValueError("camera_info K is uncalibrated (fx or fy not positive)")
+        raise MalformedMessageError("uncalibrated", "camera_info K is uncalibrated (fx or fy not positive)")
     return k
 
 
@@ -176,7 +192,7 @@ def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
     q = np.array([w, x, y, z], dtype=np.float64)
     norm = float(np.linalg.norm(q))
     if not math.isfinite(norm) or norm < 1e-9:
-        raise ValueError("quaternion has zero or non-finite norm")
+        raise MalformedMessageError("bad_quaternion", "quaternion has zero or non-finite norm")
     w, x, y, z = q / norm
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
@@ -193,7 +209,7 @@ def pose_to_matrix(pose: Pose) -> np.ndarray:
     p = pose.position
     matrix[:3, 3] = (p.x, p.y, p.z)
     if not np.all(np.isfinite(matrix)):
-        raise ValueError("pose has non-finite position")
+        raise MalformedMessageError("bad_position", "pose has non-finite position")
     return matrix
 
 

@@ -86,6 +86,8 @@ CAMERA_CHOICES: dict[str, tuple[str, ...]] = {
 IDENTITY_OFFSET = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 MAX_FRAMES_LIMIT = 256  # upper bound of the max_frames parameter and of a request's max_frames
 RESERVED_CAMERA_NAMES = ("buffer", "qos", "tf")  # parameter groups of the node
+# Camera inputs; diagnostics count malformed_<kind> and malformed_<kind>_<reason> for each.
+INPUT_KINDS = ("image", "depth", "camera_info", "pose")
 
 
 @dataclass
@@ -790,6 +792,7 @@ class SpatialQANode(LifecycleNode):
 
     def _reject_input(self, kind: str, camera: str, error: Exception) -> None:
         self._count(f"malformed_{kind}")
+        self._count(f"malformed_{kind}_{getattr(error, 'reason', 'invalid')}")
         self._last_error[f"malformed_{kind}"] = f"{camera}: {error}"
         self.get_logger().warning(
             f"dropped malformed {kind} from {camera}: {error}", throttle_duration_sec=5.0
@@ -1086,7 +1089,7 @@ class SpatialQANode(LifecycleNode):
             name=f"{self.get_fully_qualified_name()}: spatial QA",
             hardware_id=values["model_id"] or "no-model",
         )
-        malformed = sum(int(v) for k, v in values.items() if k.startswith("malformed_"))
+        malformed = sum(int(values.get(f"malformed_{kind}", "0")) for kind in INPUT_KINDS)
         if self._state_label != "active":
             status.level, status.message = DiagnosticStatus.WARN, f"node is {self._state_label}"
         elif values["model_loaded"] != "True":
