@@ -355,6 +355,8 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
         publisher = threading.Thread(target=_stream, args=(client, cameras, seconds, 30.0, stop, counts))
         publisher.start()
         started = time.monotonic()
+        while int(client.diagnostics.get("buffer_frames", "0")) == 0 and time.monotonic() - started < 10.0:
+            time.sleep(0.02)  # questions start once the first frames are buffered
         while publisher.is_alive():
             asked = time.monotonic()
             answer = client.ask(f"{QUESTION} ({answered + rejected})")
