@@ -25,7 +25,8 @@ def add_arguments(parser):
     parser.add_argument("--frames", type=int, default=64, help="frames per trajectory (default 64)")
     parser.add_argument("--presets", default="tiny,mid", help="checkpoint presets to compare")
     parser.add_argument("--size", type=int, default=112, help="frame width and height in pixels")
-    parser.add_argument("--ray-bags", type=int, default=4, help="bags in the Ray comparison")
+    parser.add_argument("--ray-bags", type=int, default=None,
+                        help="bags in the Ray comparison (default 8, 4 with --quick)")
     parser.add_argument("--ray-frames", type=int, default=16, help="frames per bag in the Ray comparison")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
 
@@ -40,6 +41,7 @@ def _engine_options(args):
 def _time_scoring(annotator, frames, repeats):
     times, scores = [], None
     for _ in range(repeats):
+        annotator.qa.cache.clear()  # every repetition encodes cold, as a new trajectory would
         started = time.perf_counter()
         scores = annotator.score(frames, "push the red box to the right edge of the table")
         times.append(time.perf_counter() - started)
@@ -90,8 +92,9 @@ def _ray_vs_single(checkpoint, root, args, figures):
     from spatial_mllm_ros.reward.ray_label import label_bags_ray
     from spatial_mllm_ros.reward.synthetic import write_push_bag
 
+    count = args.ray_bags or (4 if args.quick else 8)
     bags = [write_push_bag(root / "bags" / f"episode_{i:02d}", args.ray_frames, width=args.size,
-                           height=args.size, start_stamp=1000.0 + 100 * i) for i in range(args.ray_bags)]
+                           height=args.size, start_stamp=1000.0 + 100 * i) for i in range(count)]
     work = [(bag, bag.name) for bag in bags]
     options = LabelOptions(instruction="push the red box to the right edge of the table")
 
