@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +96,13 @@ class BagLabeller:
 def label_bags_ray(work: Sequence[tuple[Path, str]], out: Path, options: LabelOptions, model_dir: str,
                    num_workers: int = 2, address: str | None = None, engine_kwargs: dict | None = None,
                    cpus_per_worker: float = 1.0, gpus_per_worker: float = 0.0, torch_threads: int = 1,
-                   show_progress: bool = True) -> dict[str, str]:
+                   show_progress: bool = True,
+                   on_result: Callable[[EpisodeResult], None] | None = None) -> dict[str, str]:
     """Label ``(bag, episode id)`` pairs on Ray; append results to ``out``; return failed bags.
 
     Starts a local Ray instance with ``num_workers`` CPUs when none is running and no ``address``
-    is given (and shuts it down afterwards); otherwise joins the given cluster.
+    is given (and shuts it down afterwards); otherwise joins the given cluster. ``on_result`` is
+    called on the driver for every finished bag, after it was written.
     """
     import ray
     from tqdm import tqdm
@@ -135,6 +137,8 @@ def label_bags_ray(work: Sequence[tuple[Path, str]], out: Path, options: LabelOp
                     provenance = provenance or provenance_for(result.info["model_id"], options)
                     append_episodes(out, [result.to_episode_signals()], REWARD_SIGNALS, provenance)
                 write_summary(out, failures)
+                if on_result is not None:
+                    on_result(result)
                 bar.set_description(result.episode_id)
                 bar.update(1)
     finally:
