@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from spatial_mllm_ros.reward.lerobot import append_episodes, json_safe
 
 def _result_to_json(result: EpisodeResult, model_id: str) -> str:
     payload = {"episode_id": result.episode_id, "source": result.source, "num_frames": result.num_frames,
-               "error": result.error, "model_id": model_id, "scores": None}
+               "error": result.error, "model_id": model_id, "finished_at": time.time(), "scores": None}
     s = result.scores
     if s is not None:
         payload["scores"] = {
@@ -54,7 +55,10 @@ def _nan(values) -> np.ndarray:
 
 
 def result_from_json(text: str) -> EpisodeResult:
-    """Inverse of the worker's serialisation (nulls back to NaN)."""
+    """Inverse of the worker's serialisation (nulls back to NaN).
+
+    ``info`` holds the worker's model id and when it finished the bag (Unix time).
+    """
     payload = json.loads(text)
     s = payload["scores"]
     scores = None
@@ -70,7 +74,7 @@ def result_from_json(text: str) -> EpisodeResult:
             value_unit=s["value_unit"])
     return EpisodeResult(payload["episode_id"], payload["source"], scores,
                          num_frames=payload["num_frames"], error=payload["error"],
-                         info={"model_id": payload["model_id"]})
+                         info={"model_id": payload["model_id"], "finished_at": payload["finished_at"]})
 
 
 class BagLabeller:
