@@ -91,6 +91,19 @@ class Client:
         self.thread.join(timeout=5)
 
 
+def _publish_frames(publisher, frames):
+    """Publish frames to a best-effort (sensor QoS) subscription, each three times in a row.
+
+    The buffer drops repeated stamps, so one lost message does not change the trajectory.
+    """
+    for frame in frames:
+        message = rgb_to_image(frame.rgb, stamp=frame.stamp, frame_id="cam")
+        for _ in range(3):
+            publisher.publish(message)
+            time.sleep(0.02)
+    time.sleep(0.5)
+
+
 def _start(module, checkpoint, log_path, namespace=NAMESPACE, params=()):
     args = [sys.executable, "-m", module, "--ros-args", "-r", f"__ns:={namespace}",
             "-p", f"model_path:={checkpoint}", "-p", "max_frames:=4", "-p", "max_new_tokens:=4",
@@ -219,11 +232,7 @@ def test_goal_from_the_live_buffer_window(server):
     client, action = server
     publisher = client.node.create_publisher(Image, "/camera/color/image_raw", 10)
     _wait(lambda: publisher.get_subscription_count() > 0, 20.0, "the node's camera subscription")
-    frames = push_trajectory(6, start_stamp=500.0).frames
-    for frame in frames:
-        publisher.publish(rgb_to_image(frame.rgb, stamp=frame.stamp, frame_id="cam"))
-        time.sleep(0.05)
-    time.sleep(0.5)
+    _publish_frames(publisher, push_trajectory(6, start_stamp=500.0).frames)
     goal = ScoreTrajectory.Goal(instruction="push the red box", mode="progress", stride=2,
                                 window_start=sec_to_stamp(500.0), window_end=sec_to_stamp(500.85),
                                 episode_id="live_episode")
@@ -249,10 +258,7 @@ def test_composed_process_serves_questions_and_rewards_from_one_model(processes,
         assert ask.wait_for_service(timeout_sec=30.0)
         publisher = client.node.create_publisher(Image, f"{namespace}/camera/color/image_raw", 10)
         _wait(lambda: publisher.get_subscription_count() > 0, 60.0, "the QA node's camera subscription")
-        for frame in push_trajectory(4, start_stamp=700.0).frames:
-            publisher.publish(rgb_to_image(frame.rgb, stamp=frame.stamp, frame_id="cam"))
-            time.sleep(0.05)
-        time.sleep(0.5)
+        _publish_frames(publisher, push_trajectory(4, start_stamp=700.0).frames)
         # a reward goal on the QA node's live buffer ...
         status, result = client.run(action, ScoreTrajectory.Goal(instruction="push the box", mode="progress"))
         assert status == GoalStatus.STATUS_SUCCEEDED, result.reward.error
