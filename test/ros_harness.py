@@ -9,6 +9,7 @@ at the same time on this machine never see each other) and localhost-only discov
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import signal
@@ -41,9 +42,15 @@ TRANSITIONS = {
 SAFE_DOMAIN_IDS = (*range(1, 102), *range(215, 233))
 
 
+# One random shuffle per test process: successive modules never share a domain (a node a previous
+# module failed to stop cannot answer for another), and concurrent test runs rarely do.
+_DOMAIN_ORDER = random.SystemRandom().sample(SAFE_DOMAIN_IDS, len(SAFE_DOMAIN_IDS))
+_next_domain = itertools.count()
+
+
 def random_domain_id() -> int:
-    """A random safe domain id, so that tests running at the same time on this machine do not meet."""
-    return random.SystemRandom().choice(SAFE_DOMAIN_IDS)
+    """A safe domain id not handed out before in this process (random across processes)."""
+    return _DOMAIN_ORDER[next(_next_domain) % len(_DOMAIN_ORDER)]
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
