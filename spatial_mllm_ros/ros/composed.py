@@ -73,22 +73,26 @@ class SharedEngine:
 
 
 class ComposedNodes:
-    """Builds the two nodes in order, wiring the shared engine and the QA node's frame buffer."""
+    """Builds the two nodes in order, wiring the shared engine and the QA node's frame buffer.
 
-    def __init__(self) -> None:
+    ``node_kwargs`` go to both nodes (e.g. ``context=`` or ``namespace=``).
+    """
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        self.node_kwargs = node_kwargs
         self.engine = SharedEngine()
         self.qa_node: SpatialQANode | None = None
         self.reward_node: RewardAnnotatorNode | None = None
 
     def make_qa_node(self) -> SpatialQANode:
         """The QA node, handed the shared engine (it does not own or close it)."""
-        self.qa_node = SpatialQANode(engine=self.engine)
+        self.qa_node = SpatialQANode(engine=self.engine, **self.node_kwargs)
         self.engine.configure_from(self.qa_node)
         return self.qa_node
 
     def make_reward_node(self) -> RewardAnnotatorNode:
         """The reward node, on the same engine, reading live frames from the QA node's buffer."""
-        node = RewardAnnotatorNode(engine=self.engine, frame_source=self.live_frames)
+        node = RewardAnnotatorNode(engine=self.engine, frame_source=self.live_frames, **self.node_kwargs)
         self.reward_node = node
         return node
 
