@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from spatial_mllm_ros.core.atomic import write_json_atomic
 
 AREAS = ("frames", "model", "engine", "nodes", "reward", "eval")
 
@@ -40,16 +40,6 @@ def _load_area(directory: Path, area: str):
     sys.path.insert(0, str(directory))
     spec.loader.exec_module(module)
     return module
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON next to its destination, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def format_table(area: str, figures: dict) -> str:
@@ -90,6 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         figures["host"] = f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus"
         print(format_table(area, figures), flush=True)
         out = directory / "results" / f"{area}.json"
-        write_json_atomic(out, figures)
+        write_json_atomic(out, figures, sort_keys=True)
         print(f"-> {out}")
     return 0

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from spatial_mllm_ros import __version__
+from spatial_mllm_ros.core.atomic import write_json_atomic
 from spatial_mllm_ros.reward.lerobot import (
     METADATA_KEY,
     REWARD_SIGNALS,
@@ -22,7 +23,6 @@ from spatial_mllm_ros.reward.lerobot import (
     append_episodes,
     episode_ids,
     read_frame_signals,
-    write_json_atomic,
 )
 
 

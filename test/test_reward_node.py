@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import random_domain_id
 from sensor_msgs.msg import Image
 from spatial_mllm_ros.action import ScoreTrajectory
 from spatial_mllm_ros.msg import TrajectoryReward
@@ -35,7 +35,7 @@ from spatial_mllm_ros.reward.synthetic import push_trajectory, write_push_bag
 from spatial_mllm_ros.ros.conversions import rgb_to_image, sec_to_stamp
 
 torch.set_num_threads(1)
-DOMAIN_ID = random.Random().randint(120, 200)
+DOMAIN_ID = random_domain_id()
 NAMESPACE = "/reward_test"
 ACTION = f"{NAMESPACE}/reward_annotator_node/score_trajectory"
 COMPOSED = "/composed_test"

@@ -32,7 +32,6 @@ import math
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from spatial_mllm_ros.bag.reader import BagReadError, read_frames
+from spatial_mllm_ros.core.atomic import json_safe, write_json_atomic, write_text_atomic
 from spatial_mllm_ros.core.buffer import FrameBuffer
 from spatial_mllm_ros.core.metrics import aggregate_vsibench, score_question
 from spatial_mllm_ros.core.prompts import OPTION_LETTERS, TASK_TYPES, infer_task_type, split_option
@@ -176,37 +176,6 @@ def load_questions(path: str | Path) -> list[Question]:
 # files: atomic writes, the appended answer log
 
 
-def _json_safe(value: Any) -> Any:
-    """Replace NaN/inf by None (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    return value
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write next to the destination, fsync, rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Strict JSON (NaN -> null), atomically."""
-    write_text_atomic(path, json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
-
-
 def load_answer_log(path: Path) -> dict[str, dict[str, Any]]:
     """Answers already in the log, last record per question id; a torn last line is dropped."""
     if not path.is_file():
@@ -238,7 +207,7 @@ class AnswerLog:
 
     def append(self, record: dict[str, Any]) -> None:
         """Persist one record durably."""
-        self._handle.write(json.dumps(_json_safe(record), allow_nan=False) + "\n")
+        self._handle.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
 

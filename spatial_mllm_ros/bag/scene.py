@@ -27,16 +27,15 @@ import functools
 import itertools
 import json
 import math
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from spatial_mllm_ros.core.atomic import write_json_atomic
 from spatial_mllm_ros.core.frames import Frame
 
 # Typical extents (x along the wall, y away from the wall, z height) in metres.
@@ -737,19 +736,6 @@ def scene_description(scene: Scene) -> dict:
     }
 
 
-def _write_json_atomic(path: Path, data) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=1)
-            stream.write("\n")
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_scene(
     out_dir: str | Path,
     seed: int = 0,
@@ -789,12 +775,12 @@ def write_scene(
             writer.write_frame(int(scene.stamps_ns[index]), rgb, depth, scene.intrinsics, scene.poses[index])
     scene._visibility = counts
     _rename_bag(partial, paths.bag)
-    _write_json_atomic(paths.questions, make_questions(scene))
+    write_json_atomic(paths.questions, make_questions(scene), indent=1)
     description = scene_description(scene)
     description["bag"] = {"path": "bag", "storage": storage, "depth_encoding": depth_encoding,
                           "topics": {"image": "/camera/color/image_raw", "depth": "/camera/depth/image_raw",
                                      "camera_info": "/camera/color/camera_info", "pose": "/camera/pose"}}
-    _write_json_atomic(paths.scene_json, description)
+    write_json_atomic(paths.scene_json, description, indent=1)
     return paths
 
 

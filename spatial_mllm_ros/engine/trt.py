@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from spatial_mllm_ros.core.atomic import write_bytes_atomic, write_json_atomic
 
 Shape = tuple[int, ...]
 # builder(onnx_path, profile, precision) -> serialized engine bytes
@@ -186,18 +186,6 @@ def make_engine_key(
                      onnx_sha256(onnx_path), profile, precision)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@dataclass
 class EngineCacheStats:
     """How many engines were built, loaded and removed as stale."""
 
@@ -261,10 +249,10 @@ class EngineCache:
         if not engine:
             raise RuntimeError(f"the TensorRT builder returned an empty engine for {onnx_path}")
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, engine)
+        write_bytes_atomic(path, engine)
         meta = {"key": key.to_jsonable(), "engine_sha256": hashlib.sha256(engine).hexdigest(),
                 "onnx_path": str(onnx_path)}
-        _write_atomic(self.sidecar_path(path), (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())
+        write_json_atomic(self.sidecar_path(path), meta, sort_keys=True)
         self.stats.built += 1
         for other in self.cache_dir.glob(f"{name}-*.engine"):
             if other != path:

@@ -18,9 +18,7 @@ real Spatial-MLLM-v1.1 sizes (Qwen2.5-VL-3B + VGGT-1B aggregator) for the memory
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from spatial_mllm_ros.core.atomic import write_json_atomic
 
 from .loading import load_config, parameters_on_meta, resolve_dtype, save_published_weights
 
@@ -192,12 +192,6 @@ def random_state_dict(model: nn.Module, seed: int, dtype: torch.dtype) -> dict[s
     return state
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def make_tiny_checkpoint(
     out_dir: str | Path,
     preset: str = "tiny",
@@ -221,8 +215,8 @@ def make_tiny_checkpoint(
     config_dict = preset_config(preset)
     dtype = resolve_dtype(storage_dtype or STORAGE_DTYPES[preset])
     config_dict["torch_dtype"] = str(dtype).removeprefix("torch.")
-    _write_json(out_dir / "config.json", config_dict)
-    _write_json(out_dir / "generation_config.json", generation_config_dict())
+    write_json_atomic(out_dir / "config.json", config_dict, sort_keys=True)
+    write_json_atomic(out_dir / "generation_config.json", generation_config_dict(), sort_keys=True)
     config = load_config(out_dir)
     with parameters_on_meta():
         model = SpatialMLLMForConditionalGeneration(config, load_spatial_heads=include_spatial_heads)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spatial_mllm_ros.core.atomic import write_json_atomic
 from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator, TrajectoryScores
 from spatial_mllm_ros.reward.lerobot import (
     REWARD_SIGNALS,
@@ -32,7 +33,6 @@ from spatial_mllm_ros.reward.lerobot import (
     episode_ids,
     read_metadata,
     utc_now_iso,
-    write_json_atomic,
 )
 
 DEFAULT_TOPICS = {"image_topic": "/camera/color/image_raw", "depth_topic": "/camera/depth/image_raw",

@@ -23,7 +23,6 @@ frame and signal), which keeps the rewrite cheap.
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spatial_mllm_ros import __version__
+from spatial_mllm_ros.core.atomic import json_safe
 
 SCHEMA_VERSION = 1
 METADATA_KEY = b"lerobot.frame_signals"
@@ -99,34 +99,6 @@ class EpisodeSignals:
 def utc_now_iso() -> str:
     """Current UTC time as ISO 8601 with a ``Z`` suffix."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def json_safe(value):
-    """Replace NaN/inf floats (not valid JSON) by None, recursively; numpy scalars to Python."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    """Write ``payload`` as JSON through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(json_safe(payload), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_metadata(path: str | Path) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spatial_mllm_ros.core.atomic import json_safe
 from spatial_mllm_ros.reward.annotator import TrajectoryScores
 from spatial_mllm_ros.reward.label import (
     REWARD_SIGNALS,
@@ -32,7 +33,7 @@ from spatial_mllm_ros.reward.label import (
     provenance_for,
     write_summary,
 )
-from spatial_mllm_ros.reward.lerobot import append_episodes, json_safe
+from spatial_mllm_ros.reward.lerobot import append_episodes
 
 
 def _result_to_json(result: EpisodeResult, model_id: str) -> str:

@@ -99,8 +99,7 @@ class ComposedNodes:
     def live_frames(self, start: float | None, end: float | None) -> list:
         """Frames of the QA node's buffer (its first camera) in a time window; [] when unconfigured."""
         qa_node = self.qa_node
-        # The QA node keeps its FrameBuffer in ``_buffer`` between configure and cleanup.
-        buffer = getattr(qa_node, "_buffer", None)
+        buffer = qa_node.frame_buffer
         if buffer is None:
             return []
         return buffer.frames(camera_id=qa_node.cameras[0], start=start, end=end)
