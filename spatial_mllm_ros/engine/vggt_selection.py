@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from spatial_mllm_ros.core.frames import Frame
 from spatial_mllm_ros.core.selection import Selection, SpaceAwarePointsSelector
-from spatial_mllm_ros.model.loading import VGGT_PREFIX, index_checkpoint, read_tensor, resolve_dtype
+from spatial_mllm_ros.model.loading import VGGT_PREFIX, resolve_dtype
 from spatial_mllm_ros.model.vggt import (
     SPATIAL_MLLM_PREFIX,
     VGGT,
@@ -45,7 +45,7 @@ from spatial_mllm_ros.model.vggt import (
     vggt_config_from_spatial_config,
 )
 from spatial_mllm_ros.model.vggt.heads import DPTHead
-from spatial_mllm_ros.model.vggt.loading import resize_frames_for_vggt
+from spatial_mllm_ros.model.vggt.loading import load_module_weights, resize_frames_for_vggt
 
 UPSTREAM_TARGET_SIZE = 518  # longer image side of upstream's VGGT frame-selection input
 POINT_HEAD_PREFIX = VGGT_PREFIX + "point_head."
@@ -75,47 +75,19 @@ def load_point_head(
         ValueError: no ``<prefix>point_head.*`` weights (names the missing keys), wrong shapes, unexpected
             point-head keys, or an unreadable/pickle checkpoint.
     """
-    dtype = resolve_dtype(dtype)
-    entries = index_checkpoint(checkpoint_dir)
     with torch.device("meta"):
         head = VGGT(config, heads=("point",)).point_head  # same construction as VGGT; the rest is dropped
     assert head is not None
-    expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
-    head_prefix = prefix + "point_head."
-    stored = {name.removeprefix(head_prefix): entry for name, entry in entries.items()
-              if name.startswith(head_prefix)}
-    missing = sorted(head_prefix + k for k in expected if k not in stored)
-    unexpected = sorted(head_prefix + k for k in stored if k not in expected)
-    mismatched = sorted(f"{head_prefix + k} (checkpoint {list(e.shape)}, model {list(expected[k])})"
-                        for k, e in stored.items() if k in expected and tuple(e.shape) != expected[k])
-    problems = []
-    if missing:
-        shown = ", ".join(missing[:8]) + (f" ... (+{len(missing) - 8} more)" if len(missing) > 8 else "")
-        problems.append(f"missing point head keys ({len(missing)} of {len(expected)}): {shown}")
-    if unexpected:
-        problems.append(f"unexpected point head keys: {', '.join(unexpected[:8])}")
-    if mismatched:
-        problems.append(f"shape mismatch: {', '.join(mismatched[:8])}")
-    if problems:
-        hint = (" (the VGGT frame-selection route needs the point head weights; published Spatial-MLLM "
-                "checkpoints and facebook/VGGT-1B include them)" if missing else "")
-        raise ValueError(f"checkpoint {checkpoint_dir}: " + "; ".join(problems) + hint)
-
-    state = {}
-    handles: dict[Path, Any] = {}
     try:
-        for key in expected:
-            entry = stored[key]
-            if entry.path not in handles:
-                handles[entry.path] = open(entry.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
-            tensor = read_tensor(handles[entry.path], entry)
-            wanted = dtype if tensor.is_floating_point() else tensor.dtype
-            state[key] = tensor.to(device=device, dtype=wanted)
-    finally:
-        for handle in handles.values():
-            handle.close()
-    head.load_state_dict(state, strict=True, assign=True)
-    return head.eval().requires_grad_(False)
+        load_module_weights(head, checkpoint_dir, prefix=prefix + "point_head.", dtype=resolve_dtype(dtype),
+                            device=device, what="VGGT point head")
+    except ValueError as error:
+        if "missing keys" not in str(error):
+            raise
+        raise ValueError(f"checkpoint {checkpoint_dir}: {error} (the VGGT frame-selection route needs the "
+                         "point head weights; published Spatial-MLLM checkpoints and facebook/VGGT-1B "
+                         "include them)") from None
+    return head
 
 
 class VGGTPointPredictor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import HEAD_NAMES, VGGTConfig
 from .model import VGGT
@@ -123,14 +123,36 @@ def load_vggt(
         ValueError: unreadable/pickle checkpoint, or missing, unexpected or wrongly shaped keys (named).
     """
     config = config or VGGTConfig()
-    heads = tuple(heads)
-    source = _open_source(state_dict_or_path)
     with torch.device("meta"):
-        model = VGGT(config, heads)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        model = VGGT(config, tuple(heads))
     skipped_prefixes = tuple(p for name, p in HEAD_KEY_PREFIXES.items() if name not in model.heads)
+    ignored = load_module_weights(model, state_dict_or_path, prefix=prefix, skipped_prefixes=skipped_prefixes,
+                                  dtype=dtype, device=device)
+    model.ignored_checkpoint_keys = ignored
+    return model
 
-    found: dict[str, str] = {}  # model key -> checkpoint key
+
+def load_module_weights(
+    module: nn.Module,
+    state_dict_or_path: Mapping[str, Tensor] | str | Path,
+    *,
+    prefix: str = "",
+    skipped_prefixes: tuple[str, ...] = (),
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    what: str = "VGGT",
+) -> list[str]:
+    """Load ``<prefix>*`` checkpoint tensors into ``module`` (built on the meta device), one at a time.
+
+    Keys under ``prefix`` must match the module exactly, except those starting with one of
+    ``skipped_prefixes`` (returned as ignored). The module ends in eval mode without gradients.
+
+    Raises:
+        ValueError: unreadable/pickle checkpoint, or missing, unexpected or wrongly shaped keys (named).
+    """
+    source = _open_source(state_dict_or_path)
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found: dict[str, str] = {}  # module key -> checkpoint key
     ignored: list[str] = []
     unexpected: list[str] = []
     for ckpt_key in source.shapes:
@@ -159,17 +181,16 @@ def load_vggt(
     if mismatched:
         problems.append(f"shape mismatch ({len(mismatched)}): {_summarise(mismatched)}")
     if problems:
-        raise ValueError("VGGT checkpoint does not match the model config: " + "; ".join(problems))
+        raise ValueError(f"{what} checkpoint does not match the model config: " + "; ".join(problems))
 
     state = {}
     for key, ckpt_key in found.items():
         tensor = source.read(ckpt_key)
         target_dtype = dtype if tensor.is_floating_point() else tensor.dtype
         state[key] = tensor.to(device=device, dtype=target_dtype)
-    model.load_state_dict(state, strict=True, assign=True)
-    model.eval().requires_grad_(False)
-    model.ignored_checkpoint_keys = sorted(ignored)
-    return model
+    module.load_state_dict(state, strict=True, assign=True)
+    module.eval().requires_grad_(False)
+    return sorted(ignored)
 
 
 def resize_frames_for_vggt(frames_uint8: np.ndarray, target_size: int, patch_size: int) -> Tensor:
