@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 
 RANDOM_WEIGHTS_NOTICE = (
-    "NOTE: the tiny demo model has RANDOM weights: its answers are meaningless and its scores are\n"
-    "chance level. The pipeline around it (buffer, frame selection, model, parsing, metrics, rewards)\n"
-    "is the real one. Pass --model /path/to/Spatial-MLLM-v1.1-Instruct-135K (make demo MODEL=...)\n"
-    "for real answers."
+    "NOTE: the tiny demo model has RANDOM weights: its answers are meaningless (mostly unparseable)\n"
+    "and its scores near zero. The pipeline around it (buffer, frame selection, model, parsing,\n"
+    "metrics, rewards) is the real one. Pass --model /path/to/Spatial-MLLM-v1.1-Instruct-135K\n"
+    "(make demo MODEL=...) for real answers."
 )
 
 
