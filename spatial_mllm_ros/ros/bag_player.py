@@ -20,13 +20,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
 
 from spatial_mllm_ros.ros.conversions import sec_to_stamp
-from spatial_mllm_ros.ros.runtime import run
+from spatial_mllm_ros.ros.runtime import parameter_descriptor, run
 
 NODE_NAME = "bag_player"
 
@@ -56,72 +55,22 @@ class BagPlayer(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self.declare_parameter(
-            "bag",
-            "",
-            ParameterDescriptor(
-                description="rosbag2 directory or .mcap/.db3 file to play (required).", read_only=True
-            ),
-        )
-        self.declare_parameter(
-            "rate",
-            1.0,
-            ParameterDescriptor(
-                description="Playback speed factor (1 = real time, 10 = ten times faster); "
-                "0 = as fast as possible.",
-                read_only=True,
-                floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1000.0, step=0.0)],
-            ),
-        )
-        self.declare_parameter(
-            "loop",
-            False,
-            ParameterDescriptor(
-                description="Start again from the beginning when the bag ends.", read_only=True
-            ),
-        )
-        self.declare_parameter(
-            "topics", [""], ParameterDescriptor(description="Topics to play; empty = all.", read_only=True)
-        )
-        self.declare_parameter(
-            "publish_clock",
-            True,
-            ParameterDescriptor(
-                description="Publish the bag time on /clock (for use_sim_time).", read_only=True
-            ),
-        )
-        self.declare_parameter(
-            "clock_period_s",
-            0.01,
-            ParameterDescriptor(
-                description="Largest gap between /clock messages while waiting for the next message.",
-                read_only=True,
-                floating_point_range=[FloatingPointRange(from_value=0.001, to_value=1.0, step=0.0)],
-            ),
-        )
-        self.declare_parameter(
-            "start_delay_s",
-            1.0,
-            ParameterDescriptor(
-                description="Wait this long before the first message (lets subscribers discover the topics).",
-                read_only=True,
-                floating_point_range=[FloatingPointRange(from_value=0.0, to_value=60.0, step=0.0)],
-            ),
-        )
-        self.declare_parameter(
-            "reliable",
-            True,
-            ParameterDescriptor(
-                description="Publish data topics reliably (else best effort).", read_only=True
-            ),
-        )
-        self.declare_parameter(
-            "exit_when_done",
-            True,
-            ParameterDescriptor(
-                description="Shut the process down when playback ends (not looping).", read_only=True
-            ),
-        )
+        d = parameter_descriptor
+        self.declare_parameters("", [
+            ("bag", "", d("rosbag2 directory or .mcap/.db3 file to play (required).", read_only=True)),
+            ("rate", 1.0, d("Playback speed factor (1 = real time, 10 = ten times faster); 0 = as fast as "
+                            "possible.", read_only=True, float_range=(0.0, 1000.0))),
+            ("loop", False, d("Start again from the beginning when the bag ends.", read_only=True)),
+            ("topics", [""], d("Topics to play; empty = all.", read_only=True)),
+            ("publish_clock", True, d("Publish the bag time on /clock (for use_sim_time).", read_only=True)),
+            ("clock_period_s", 0.01, d("Largest gap between /clock messages while waiting for the next "
+                                       "message.", read_only=True, float_range=(0.001, 1.0))),
+            ("start_delay_s", 1.0, d("Wait this long before the first message (lets subscribers discover "
+                                     "the topics).", read_only=True, float_range=(0.0, 60.0))),
+            ("reliable", True, d("Publish data topics reliably (else best effort).", read_only=True)),
+            ("exit_when_done", True, d("Shut the process down when playback ends (not looping).",
+                                       read_only=True)),
+        ])
         self.rate = float(self.get_parameter("rate").value)
         self.published: Counter = Counter()
         self.done = threading.Event()

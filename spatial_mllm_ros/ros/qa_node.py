@@ -35,8 +35,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
     ParameterDescriptor,
     SetParametersResult,
 )
@@ -57,7 +55,7 @@ from std_msgs.msg import String
 from spatial_mllm_ros.core.buffer import ACCEPTED, FrameBuffer
 from spatial_mllm_ros.msg import FrameSelection, SpatialAnswer
 from spatial_mllm_ros.ros import conversions as conv
-from spatial_mllm_ros.ros.runtime import run
+from spatial_mllm_ros.ros.runtime import parameter_descriptor, run
 from spatial_mllm_ros.srv import AskSpatial
 
 try:  # tf2 is part of a normal ROS 2 install, not of the pip wheels
@@ -103,29 +101,6 @@ class _Question:
     query_id: str
     future: Future = field(default_factory=Future)
     accepted_at: float = field(default_factory=time.monotonic)
-
-
-def _descriptor(
-    description: str,
-    *,
-    read_only: bool = False,
-    integer_range: tuple[int, int] | None = None,
-    float_range: tuple[float, float] | None = None,
-    choices: tuple[str, ...] = (),
-) -> ParameterDescriptor:
-    text = description + (f" One of: {', '.join(choices)}." if choices else "")
-    if read_only:
-        text += " Read-only: change it in the parameter file and restart/reconfigure the node."
-    descriptor = ParameterDescriptor(description=text, read_only=read_only)
-    if integer_range is not None:
-        descriptor.integer_range = [
-            IntegerRange(from_value=integer_range[0], to_value=integer_range[1], step=0)
-        ]
-    if float_range is not None:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)
-        ]
-    return descriptor
 
 
 class SpatialQANode(LifecycleNode):
@@ -209,7 +184,7 @@ class SpatialQANode(LifecycleNode):
 
     # ------------------------------------------------------------------------------ parameters
     def _declare_parameters(self) -> None:
-        d = _descriptor
+        d = parameter_descriptor
         self._declare(
             "",
             [
@@ -425,7 +400,7 @@ class SpatialQANode(LifecycleNode):
         self.declare_parameters(namespace, entries)
 
     def _declare_camera_parameters(self, camera: str) -> None:
-        d = _descriptor
+        d = parameter_descriptor
         self._declare(
             camera,
             [

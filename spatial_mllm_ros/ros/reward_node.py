@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -43,7 +42,7 @@ from spatial_mllm_ros.msg import TrajectoryReward
 from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator, TrajectoryScores
 from spatial_mllm_ros.reward.label import DEFAULT_TOPICS, LabelOptions, label_bag
 from spatial_mllm_ros.ros import conversions as conv
-from spatial_mllm_ros.ros.runtime import run
+from spatial_mllm_ros.ros.runtime import parameter_descriptor, run
 
 NODE_NAME = "reward_annotator_node"
 ACTION_NAME = "~/score_trajectory"
@@ -114,11 +113,7 @@ class RewardAnnotatorNode(Node):
     # ------------------------------------------------------------------------------ set-up
     def _declare_parameters(self) -> None:
         def d(text: str, read_only: bool = True, integer_range: tuple[int, int] | None = None):
-            descriptor = ParameterDescriptor(description=text, read_only=read_only)
-            if integer_range is not None:
-                descriptor.integer_range = [IntegerRange(from_value=integer_range[0],
-                                                         to_value=integer_range[1], step=0)]
-            return descriptor
+            return parameter_descriptor(text, read_only=read_only, integer_range=integer_range)
 
         self.declare_parameters("", [
             ("model_path", "", d("Spatial-MLLM checkpoint directory (ignored when the engine is shared); "

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
@@ -85,3 +86,27 @@ def run(node_factories: Sequence[Callable[[], Node]], args: list[str] | None = N
             node.destroy_node()
         rclpy.try_shutdown()
     return exit_code
+
+
+def parameter_descriptor(
+    description: str,
+    *,
+    read_only: bool = False,
+    integer_range: tuple[int, int] | None = None,
+    float_range: tuple[float, float] | None = None,
+    choices: tuple[str, ...] = (),
+) -> ParameterDescriptor:
+    """A descriptor with its range; read-only ones say how to change them (every node uses this)."""
+    text = description + (f" One of: {', '.join(choices)}." if choices else "")
+    if read_only:
+        text += " Read-only: change it in the parameter file and restart/reconfigure the node."
+    descriptor = ParameterDescriptor(description=text, read_only=read_only)
+    if integer_range is not None:
+        descriptor.integer_range = [
+            IntegerRange(from_value=integer_range[0], to_value=integer_range[1], step=0)
+        ]
+    if float_range is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float_range[0], to_value=float_range[1], step=0.0)
+        ]
+    return descriptor
