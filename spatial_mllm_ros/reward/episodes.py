@@ -299,7 +299,10 @@ def score_recording(annotator: RewardAnnotator, path: str | Path, episode_id: st
         if is_lerobot_root(path):
             source = LeRobotSource(path)
             index = lerobot_episode_index(episode_id, len(source.episodes))
-            frames = source.episode_frames(index, source.camera(options.camera))
+            # the action's image topic may name the camera feature
+            cameras = source.video_keys + source.image_keys
+            camera = options.camera or (options.image_topic if options.image_topic in cameras else None)
+            frames = source.episode_frames(index, source.camera(camera))
             instruction = options.instruction or source.episode_task(index)
         else:
             from spatial_mllm_ros.bag.reader import read_frames

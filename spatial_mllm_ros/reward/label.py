@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator
@@ -211,28 +211,47 @@ def options_from_args(args: argparse.Namespace) -> LabelOptions:
                         end=args.end)
 
 
-def prepare_run(args: argparse.Namespace) -> tuple[DatasetWriter, LabelOptions, list[EpisodeUnit],
-                                                     LeRobotSource | None]:
-    """Sources, options and the output of a run (ValueError with the reason for bad arguments)."""
-    options = options_from_args(args)
-    kind, source, units, from_hub = plan_sources(args.inputs)
-    if args.in_place == (args.out is not None):
+def prepare_run(inputs: Sequence[str], out: Path | None, options: LabelOptions, model_id: str,
+                in_place: bool = False) -> tuple[DatasetWriter, LabelOptions, list[EpisodeUnit],
+                                                  LeRobotSource | None]:
+    """The output, the completed options, the episodes and the LeRobot source of a run.
+
+    Raises:
+        ValueError: bad inputs or a bad combination of options, with the reason.
+    """
+    kind, source, units, from_hub = plan_sources(inputs)
+    if in_place == (out is not None):
         raise ValueError("give exactly one of --out DIR and --in-place")
     if kind == BAG:
         if not options.instruction:
             raise ValueError("bags carry no task string: give --instruction")
-        if args.in_place:
+        if in_place:
             raise ValueError("--in-place applies to a LeRobot dataset; bags need --out")
-        options = LabelOptions(**{**asdict(options), "camera": options.bag_camera(),
-                                  "fps": options.fps or estimate_bag_fps(units[0].source, options)})
+        options = replace(options, camera=options.bag_camera(),
+                          fps=options.fps or estimate_bag_fps(units[0].source, options))
     else:
-        if from_hub and args.in_place:
+        if from_hub and in_place:
             raise ValueError("--in-place would change files of the Hugging Face cache; give --out")
-        options = LabelOptions(**{**asdict(options), "camera": source.camera(options.camera)})
-    out = source.root if args.in_place else args.out
-    writer = DatasetWriter(out, kind, run_settings(model_id_of(args.model), options, kind), source=source,
-                           in_place=args.in_place)
+        options = replace(options, camera=source.camera(options.camera))
+    writer = DatasetWriter(source.root if in_place else out, kind, run_settings(model_id, options, kind),
+                           source=source, in_place=in_place)
     return writer, options, units, source
+
+
+def label_dataset(annotator: RewardAnnotator, inputs: Sequence[str], out: Path | None, options: LabelOptions,
+                  in_place: bool = False, show_progress: bool = False) -> tuple[Path, dict[str, str]]:
+    """Label every pending episode in this process and write the dataset when all are done.
+
+    Returns the output folder and the failures by episode (with failures nothing is moved into
+    place; the labelled episodes wait in the staging folder for a rerun).
+    """
+    writer, options, units, source = prepare_run(inputs, out, options, annotator.model_id, in_place)
+    writer.prepare()
+    work = [unit for unit in units if not writer.is_done(unit)]
+    failures = label_episodes(annotator, work, options, writer, source, show_progress=show_progress)
+    if not failures:
+        writer.finish(units)
+    return writer.out, failures
 
 
 def engine_options(args: argparse.Namespace) -> dict:
@@ -252,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        writer, options, units, source = prepare_run(args)
+        writer, options, units, source = prepare_run(args.inputs, args.out, options_from_args(args),
+                                                     model_id_of(args.model), args.in_place)
         writer.prepare()
     except ValueError as exc:
         parser.error(str(exc))
