@@ -113,7 +113,8 @@ def test_round_trip_on_the_lerobot_fixture_keeps_its_layout(checkpoint, tmp_path
     for name in NEW:
         feature = info["features"][name]
         assert (feature["dtype"], feature["shape"], feature["names"]) == ("float32", [1], None)
-        assert feature["info"]["model_id"].startswith(checkpoint.name + "@") and feature["info"]["stride"] == 2
+        assert feature["info"]["model_id"].startswith(checkpoint.name + "@")
+        assert feature["info"]["stride"] == 2
         assert feature["info"]["mode"] == "progress" and "spatial_mllm_ros" in feature["info"]["code_version"]
 
     # episodes table: old columns unchanged; new statistics equal numpy's over each episode
@@ -204,7 +205,8 @@ def test_known_ground_truth_is_written_exactly(tmp_path, stride):
     if stride == 1:
         exact = frame["next.reward"].to_numpy()
         diffs = np.append(np.diff(truth), 0.0)
-        last = frame["frame_index"].to_numpy() == frame.groupby("episode_index")["frame_index"].transform("max")
+        ends = frame.groupby("episode_index")["frame_index"].transform("max")
+        last = (frame["frame_index"] == ends).to_numpy()
         np.testing.assert_array_equal(exact[~last], diffs[~last].astype(np.float32))
         assert (exact[last] == 0).all()
     # each episode's own task string was the instruction
@@ -279,8 +281,8 @@ def test_bags_become_a_lerobot_dataset(checkpoint, tmp_path):
     assert info["features"][camera]["info"] == {
         "video.height": 56, "video.width": 56, "video.codec": "av1", "video.pix_fmt": "yuv420p",
         "video.is_depth_map": False, "video.fps": 5, "video.channels": 3, "has_audio": False}
-    assert list(info["features"]) == [camera, "timestamp", "frame_index", "episode_index", "index", "task_index",
-                                      *NEW]
+    assert list(info["features"]) == [camera, "timestamp", "frame_index", "episode_index", "index",
+                                      "task_index", *NEW]
     assert dataset.tasks == {0: "push the red box"}
     assert [e["length"] for e in dataset.episodes] == [7, 9]
     assert [e["dataset_from_index"] for e in dataset.episodes] == [0, 7]
@@ -329,3 +331,22 @@ def test_model_failure_keeps_nothing_so_a_rerun_retries(checkpoint, tmp_path):
     assert label_dataset(working, [str(FIXTURE)], tmp_path / "out", LabelOptions(stride=8))[1] == {}
     working.qa.close()
     assert _data(out).num_rows == 47
+
+
+def test_the_actions_recording_mode_scores_a_lerobot_episode_or_a_bag(tmp_path):
+    """What the ROS action's recording mode calls (ROS-free): an episode by index, or a bag."""
+    from spatial_mllm_ros.reward.episodes import score_recording
+
+    annotator = RewardAnnotator(BlockTracker())
+    options = LabelOptions(mode="displacement", image_topic="observation.images.top")
+    outcome = score_recording(annotator, FIXTURE, "episode_000002", options)
+    assert outcome.error == "" and list(outcome.scores.frame_indices) == list(range(15))
+    np.testing.assert_allclose(outcome.scores.progress, np.arange(15) / 14)
+    assert "is not a LeRobot" not in score_recording(annotator, FIXTURE, "2", options).error
+    assert score_recording(annotator, FIXTURE, "lerobot_v3_tiny", options).error.endswith(
+        "name the LeRobot episode by its index (0..2), got 'lerobot_v3_tiny'")
+    write_push_bag(tmp_path / "bag", 3)
+    bag = score_recording(annotator, tmp_path / "bag", "bag", LabelOptions(instruction="push"))
+    assert bag.scores is None and "every model call failed" in bag.error  # no white block in a push bag
+    missing = score_recording(annotator, tmp_path / "nothing", "x", LabelOptions(instruction="push"))
+    assert missing.scores is None and "cannot read" in missing.error
