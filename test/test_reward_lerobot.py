@@ -59,11 +59,22 @@ def test_an_episode_decodes_exactly_its_own_frames(episode):
     assert frames[0].rgb.shape == (72, 96, 3)
 
 
-def test_decoding_streams_one_frame_at_a_time():
-    frames = decode_episode(VIDEO, 1.2, 3.2, 10)
-    first = next(frames)
-    assert first[0] == pytest.approx(0.0) and block_left_edge(first[1]) == 5
-    frames.close()  # the generator holds one decoded frame, never the whole file
+def test_decoding_streams_one_frame_at_a_time(tmp_path):
+    """Decoding a 300-frame episode holds about one frame, not the episode (numpy allocations traced)."""
+    import tracemalloc
+
+    size, count = 128, 300
+    with VideoWriter(tmp_path / "long.mp4", 30) as writer:
+        for k in range(count):
+            frame = np.zeros((size, size, 3), np.uint8)
+            frame[:, : (k % size) + 1] = 200
+            writer.add(frame)
+    tracemalloc.start()
+    decoded = sum(1 for _ in decode_episode(tmp_path / "long.mp4", 1.0, 9.0, 30))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert decoded == 240
+    assert peak < 8 * size * size * 3  # the whole range would be 240 frames of 49 kB
 
 
 def test_video_info_matches_what_lerobot_declared():
