@@ -108,3 +108,22 @@ def test_interpolation_between_scored_frames_and_after_the_last_valid_one():
     np.testing.assert_allclose(progress, [0.0, 0.2, 0.4, 0.6, 0.6, 0.6, 0.6], atol=1e-7)
     np.testing.assert_allclose(reward, [0.2, 0.2, 0.2, 0.0, 0.0, 0.0, 0.0], atol=1e-7)
     assert list(valid) == [0, 3]
+
+
+def test_streamed_scoring_makes_the_calls_and_answers_of_scoring_the_list(qa):
+    """Scored as they arrive (one call's frames held), the answers are those of the whole list."""
+    frames = push_trajectory(11).frames
+    annotator = RewardAnnotator(qa)
+    whole = annotator.score(frames, "push the box", stride=2)
+    kept = [(i, frames[i]) for i in whole.frame_indices]
+    streamed = annotator.score_streamed(iter(kept), "push the box")
+    assert streamed.model_calls == whole.model_calls == 2  # 5 pairs, 3 per call with max_frames=4
+    assert streamed.raw_answers == whole.raw_answers and streamed.reasons == whole.reasons
+    np.testing.assert_array_equal(streamed.frame_indices, whole.frame_indices)
+    np.testing.assert_array_equal(streamed.progress, whole.progress)
+    np.testing.assert_array_equal(streamed.stamps, whole.stamps)
+    assert streamed.error == whole.error
+    lone = annotator.score_streamed(iter(kept[:1]), "push the box")
+    assert lone.model_calls == 0 and list(lone.progress) == [0.0]
+    with pytest.raises(ValueError, match="positions must increase"):
+        annotator.score_streamed(iter([kept[1], kept[0]]), "push the box")

@@ -5,8 +5,10 @@
 An episode is either one episode of a LeRobot v3 dataset (frames decoded from its video or image
 feature) or one rosbag2 recording (frames read from its image topic and, for the output dataset,
 encoded into a LeRobot video file as they stream by). Every ``stride``-th frame and the last one
-are scored by the :class:`~spatial_mllm_ros.reward.annotator.RewardAnnotator`; only those frames
-are kept in memory. :func:`dense_signals` then gives every frame a value: progress is linearly
+are scored by the :class:`~spatial_mllm_ros.reward.annotator.RewardAnnotator` as they arrive, so
+the labeller holds the episode's first frame and one model call's frames, never the episode (the
+ROS action, which reports progress against a known total, keeps the scored frames of its window).
+:func:`dense_signals` then gives every frame a value: progress is linearly
 interpolated between the scored frames that got a valid answer (and held after the last one), and
 ``next.reward`` at frame t is ``progress[t + 1] - progress[t]`` (0 at the last frame), the reward
 of the step from t to t + 1 that LeRobot's ``next.*`` naming means. The result,
@@ -135,52 +137,81 @@ class StreamScores:
     """A scored frame stream.
 
     Scores (frame indices are positions in the stream), the stream's length, a read error ("" if
-    none) and the frames that were scored.
+    none) and small copies of the scored frames (for image statistics).
     """
 
     scores: TrajectoryScores
     count: int
     error: str
-    kept: list
+    thumbnails: list
 
 
-def score_stream(annotator: RewardAnnotator, frames: Iterable, instruction: str, options: LabelOptions,
-                 progress_callback: Callable[[int, int], None] | None = None,
-                 cancel_event: threading.Event | None = None,
-                 on_frame: Callable[[object], None] | None = None) -> StreamScores:
-    """Score every stride-th frame and the last of a frame stream; keep only those in memory.
+@dataclass
+class _Reading:
+    """What :func:`_scored_frames` learnt about its stream by the time it ended."""
 
-    A stream that breaks part way is scored up to the break (the error says where). ``on_frame``
-    sees every frame (the bag path encodes them into the output video).
+    count: int = 0
+    error: str = ""
+
+
+def thumbnail(rgb: np.ndarray, longest: int = 150) -> np.ndarray:
+    """Every n-th pixel so the longer side is at most about ``longest`` (LeRobot's stats do the same)."""
+    step = max(1, max(rgb.shape[:2]) // longest)
+    return np.ascontiguousarray(rgb[::step, ::step])
+
+
+def _scored_frames(frames: Iterable, stride: int, reading: _Reading,
+                   on_frame: Callable[[object], None] | None = None):
+    """Yield ``(position, frame)`` for every stride-th frame and the last one, reading lazily.
+
+    ``on_frame`` sees every frame. A stream that breaks part way ends there (``reading.error`` says
+    where); one that yields nothing raises EpisodeError.
     """
-    kept, positions, last, count, error = [], [], None, 0, ""
+    last = None
     try:
         for frame in frames:
             if on_frame is not None:
                 on_frame(frame)
-            if count % options.stride == 0:
-                kept.append(frame)
-                positions.append(count)
+            if reading.count % stride == 0:
+                yield reading.count, frame
             last = frame
-            count += 1
+            reading.count += 1
     except EpisodeError:
         raise
     except Exception as exc:  # BagReadError, a damaged video: keep what was read
-        if count == 0:
+        if reading.count == 0:
             raise EpisodeError(f"cannot read any frame: {type(exc).__name__}: {exc}") from exc
-        error = f"reading stopped after {count} frames: {exc}"
-    if count == 0:
+        reading.error = f"reading stopped after {reading.count} frames: {exc}"
+    if reading.count == 0:
         raise EpisodeError("no frames")
-    if positions[-1] != count - 1:
-        kept.append(last)
-        positions.append(count - 1)
-    scores = annotator.score(kept, instruction, mode=options.mode, target=options.target, stride=1,
-                             progress_callback=progress_callback, cancel_event=cancel_event)
+    if (reading.count - 1) % stride:
+        yield reading.count - 1, last
+
+
+def score_stream(annotator: RewardAnnotator, frames: Iterable, instruction: str, options: LabelOptions,
+                 on_frame: Callable[[object], None] | None = None, thumbnails: bool = False) -> StreamScores:
+    """Score every stride-th frame and the last of a frame stream, holding one model call's frames.
+
+    ``on_frame`` sees every frame (the bag path encodes them into the output video);
+    ``thumbnails`` keeps a small copy of each scored frame for image statistics.
+    """
+    reading, kept = _Reading(), []
+
+    def keep_thumbnails():
+        for position, frame in _scored_frames(frames, options.stride, reading, on_frame):
+            if thumbnails:
+                kept.append(thumbnail(frame.rgb))
+            yield position, frame
+
+    try:
+        scores = annotator.score_streamed(keep_thumbnails(), instruction, mode=options.mode,
+                                          target=options.target)
+    except ValueError as exc:  # frames the annotator refuses (e.g. stamps out of order)
+        raise EpisodeError(str(exc)) from exc
     if scores.model_failure:
         raise EpisodeError(f"every model call failed: {scores.model_failure}")
-    in_stream = np.asarray(positions, dtype=np.int64)[scores.frame_indices]
-    scores = dataclasses.replace(scores, frame_indices=in_stream, stride=options.stride)
-    return StreamScores(scores, count, error, kept)
+    return StreamScores(dataclasses.replace(scores, stride=options.stride), reading.count, reading.error,
+                        kept)
 
 
 def _labels(unit: EpisodeUnit, instruction: str, stream: StreamScores, **extra) -> EpisodeLabels:
@@ -228,10 +259,10 @@ def label_bag_episode(annotator: RewardAnnotator, unit: EpisodeUnit, options: La
             stamps.append(float(frame.stamp))
             video.add(frame.rgb)
 
-        stream = score_stream(annotator, frames, options.instruction, options, on_frame=encode)
-    kept = np.stack([frame.rgb for frame in stream.kept])
+        stream = score_stream(annotator, frames, options.instruction, options, on_frame=encode,
+                              thumbnails=True)
     return _labels(unit, options.instruction, stream, stamps=stamps, video=video_path.name,
-                   image_stats=image_stats(kept))
+                   image_stats=image_stats(np.stack(stream.thumbnails)))
 
 
 def label_unit(annotator: RewardAnnotator, unit: EpisodeUnit, options: LabelOptions, video_path: Path,
@@ -313,10 +344,16 @@ def score_recording(annotator: RewardAnnotator, path: str | Path, episode_id: st
                                  start=options.start, end=options.end)
         if not instruction:
             raise ValueError("instruction must not be empty")
-        stream = score_stream(annotator, frames, instruction, options,
-                              progress_callback=progress_callback, cancel_event=cancel_event)
+        reading = _Reading()
+        positions, kept = zip(*_scored_frames(frames, options.stride, reading), strict=True)
+        scores = annotator.score(list(kept), instruction, mode=options.mode, target=options.target, stride=1,
+                                 progress_callback=progress_callback, cancel_event=cancel_event)
+        if scores.model_failure:
+            raise EpisodeError(f"every model call failed: {scores.model_failure}")
+        in_stream = np.asarray(positions, dtype=np.int64)[scores.frame_indices]
+        scores = dataclasses.replace(scores, frame_indices=in_stream, stride=options.stride)
     except (EpisodeError, ValueError, OSError) as exc:
         return RecordingScores(None, f"{path}: {exc}")
     except Exception as exc:  # BagReadError and other reader failures
         return RecordingScores(None, f"cannot read {path}: {type(exc).__name__}: {exc}")
-    return RecordingScores(stream.scores, stream.error)
+    return RecordingScores(scores, reading.error)
