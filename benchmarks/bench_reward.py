@@ -14,7 +14,8 @@
 3. Episodes labelled per minute on the fixture (3 episodes, 47 frames, every frame scored) with the
    tiny model, single process, model loaded beforehand; the whole labelled dataset is written.
 4. Ray Data with 2 CPU workers of 1 thread each (one model per worker) vs one process with torch on
-   2 threads, labelling the same LeRobot dataset (8 episodes of 16 frames, made from bags here).
+   2 threads, labelling the same LeRobot dataset (8 episodes of 16 frames, made from bags here) with
+   the mid-size model (``--ray-preset``), so that model work, not scheduling, fills an episode.
    Both sides are measured the same way twice: with start-up included in both (model loads; for
    Ray also the cluster and actors) and with start-up excluded from both (steady state: episodes
    per minute between the first and the last finished episode).
@@ -39,6 +40,7 @@ def add_arguments(parser):
     parser.add_argument("--ray-episodes", type=int, default=None,
                         help="episodes in the Ray comparison (default 8, 4 with --quick)")
     parser.add_argument("--ray-frames", type=int, default=16, help="frames per episode in the Ray comparison")
+    parser.add_argument("--ray-preset", default="mid", help="checkpoint preset of the Ray comparison")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray comparison")
 
 
@@ -206,6 +208,7 @@ def _ray_vs_single(checkpoint, root, args, figures):
         times = sorted(times)
         return 60.0 * (len(times) - 1) / (times[-1] - times[0])
 
+    figures["ray_model_preset"] = args.ray_preset
     figures["ray_dataset_episodes"] = count
     figures["ray_dataset_frames_per_episode"] = args.ray_frames
     figures["single_2_threads_episodes_per_min_with_startup"] = round(60.0 * count / single_s, 1)
@@ -235,5 +238,9 @@ def run(args) -> dict:
             except ImportError:
                 figures["ray_skipped"] = "ray is not installed"
             else:
-                _ray_vs_single(tiny, root, args, figures)
+                from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
+
+                checkpoint = checkpoints.get(args.ray_preset) or make_tiny_checkpoint(
+                    root / args.ray_preset, preset=args.ray_preset)
+                _ray_vs_single(checkpoint, root, args, figures)
     return figures
