@@ -350,3 +350,30 @@ def test_the_actions_recording_mode_scores_a_lerobot_episode_or_a_bag(tmp_path):
     assert bag.scores is None and "every model call failed" in bag.error  # no white block in a push bag
     missing = score_recording(annotator, tmp_path / "nothing", "x", LabelOptions(instruction="push"))
     assert missing.scores is None and "cannot read" in missing.error
+
+
+def test_a_hub_dataset_id_is_labelled_from_the_local_cache(tmp_path, monkeypatch):
+    """``owner/name`` resolves through huggingface_hub's cache (HF_HUB_OFFLINE); the cache stays as it was."""
+    import huggingface_hub.constants as constants
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "datasets--lerobot-test--tiny"
+    shutil.copytree(FIXTURE, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    before = {name: path.read_bytes() for name, path in _files(repo).items()}
+    out, failures = label_dataset(RewardAnnotator(BlockTracker()), ["lerobot-test/tiny"], tmp_path / "out",
+                                  LabelOptions(mode="displacement", stride=4))
+    assert failures == {} and _data(out).num_rows == 47
+    assert json.loads((out / "meta" / "rewards" / "episode_000000.json").read_text())["source"] == str(
+        repo / "snapshots" / revision)
+    annotator = RewardAnnotator(BlockTracker())
+    with pytest.raises(ValueError, match="would change files of the Hugging Face cache"):
+        label_dataset(annotator, ["lerobot-test/tiny"], None, LabelOptions(), in_place=True)
+    with pytest.raises(ValueError, match="cannot resolve Hub dataset 'lerobot-test/missing'"):
+        label_dataset(annotator, ["lerobot-test/missing"], tmp_path / "o2", LabelOptions())
+    assert {name: path.read_bytes() for name, path in _files(repo).items()} == before

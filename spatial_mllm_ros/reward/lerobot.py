@@ -87,7 +87,7 @@ def resolve_hub_dataset(repo_id: str) -> Path:
     except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, HTTP errors
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
         hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if offline else ""
-        raise ValueError(f"cannot resolve Hub dataset {repo_id!r}{hint}: "
+        raise ValueError(f"no such local path, and cannot resolve Hub dataset {repo_id!r}{hint}: "
                          f"{type(exc).__name__}: {exc}") from exc
 
 
