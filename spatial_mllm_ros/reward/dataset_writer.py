@@ -312,7 +312,8 @@ class DatasetWriter:
             _write_parquet(table, self.staging / DATA_PATH.format(chunk_index=chunk, file_index=file))
             video = self.staging / VIDEO_PATH.format(video_key=camera, chunk_index=chunk, file_index=file)
             video.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.staged_video(unit), video)
+            if self.staged_video(unit).exists() or not video.exists():  # a finish cut short moved it already
+                os.replace(self.staged_video(unit), video)
             stats = {camera: record.image_stats}
             stats.update({name: feature_stats(column.to_numpy()) for name, column in columns.items()})
             all_columns.append(columns)
