@@ -282,6 +282,8 @@ class DatasetWriter:
         camera = str(self.run["camera"])
         tasks = list(dict.fromkeys(e.instruction for e in labels))
         first_video = self.staged_video(units[0])
+        if not first_video.exists():  # moved into place by a finish that was cut short
+            first_video = self.staging / VIDEO_PATH.format(video_key=camera, chunk_index=0, file_index=0)
         features = {camera: {"dtype": "video", "shape": None, "names": ["height", "width", "channels"],
                              "info": video_stream_info(first_video)}}
         video_info = features[camera]["info"]
