@@ -29,6 +29,8 @@ setup(
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
         "bags": ["rosbags>=0.10", "mcap-ros2-support>=0.5", "pyarrow>=15", "matplotlib>=3.8",
                  "pillow>=10", "tqdm>=4.60"],
+        "lerobot": ["av>=14", "pyarrow>=15", "pandas>=2", "huggingface_hub>=0.24", "pillow>=10",
+                    "tqdm>=4.60"],
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "pytest-timeout>=2.3"],
     },
     entry_points={

@@ -5,8 +5,9 @@
 1. a model: ``--model DIR`` (a downloaded Spatial-MLLM checkpoint) or a tiny random one made once;
 2. a synthetic RGB-D scene written once as a real rosbag2 with VSI-Bench questions and exact truth;
 3. replay evaluation of every question (resumable; report folder with plots);
-4. the reward annotator over the camera trajectory (LeRobot ``frame_signals`` Parquet), scored
-   against the scene's true progress with VOC.
+4. the reward annotator over the camera trajectory, written as a LeRobot v3.0 dataset (the camera
+   as an AV1 video feature, ``next.reward`` and ``progress`` per frame), scored against the
+   scene's true progress with VOC over the frames the model answered.
 Everything is cached in ``--data`` and ``--out``: a second run reuses what is already computed.
 """
 
@@ -67,32 +68,38 @@ def ensure_scene(data_dir: Path, seed: int, frames: int):
 
 
 def label_trajectory(qa, scene_paths, out_dir: Path, stride: int, fresh: bool) -> dict:
-    """Progress labels over the scene's trajectory, with VOC against the true progress."""
+    """Progress labels over the scene's trajectory as a LeRobot dataset, with VOC against the truth."""
+    import shutil
+
+    import numpy as np
+
     from spatial_mllm_ros.reward.annotator import RewardAnnotator
-    from spatial_mllm_ros.reward.label import LabelOptions, label_bags, pending_bags, write_summary
+    from spatial_mllm_ros.reward.episodes import LabelOptions
+    from spatial_mllm_ros.reward.label import label_dataset
     from spatial_mllm_ros.reward.voc import value_order_correlation
 
     description = json.loads(scene_paths.scene_json.read_text())
     target = description["target"]["category"]
-    out = out_dir / "rewards.parquet"
-    if fresh and out.exists():
-        out.unlink()
+    out = out_dir / "rewards"
+    if fresh:
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out_dir / f".{out.name}.partial", ignore_errors=True)
     options = LabelOptions(instruction=f"walk up to the {target}", mode="progress", stride=stride)
-    annotator = RewardAnnotator(qa)
-    work = pending_bags([scene_paths.bag], out)
-    failures = label_bags(annotator, work, out, options, show_progress=True) if work else {}
-    summary = write_summary(out, failures)
-    episode = summary["episodes"][0] if summary["episodes"] else {}
-    true_progress = [frame["target_progress"] for frame in description["frames"]]
-    result = {"parquet": str(out), "instruction": options.instruction, "failures": failures,
-              "episode_score": episode.get("episode_score"), "voc_vs_frame_order": episode.get("voc")}
-    if episode:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(out).to_pandas()
-        rows = table[table["episode_index"] == table["episode_index"].iloc[0]]
-        truth = [true_progress[int(i)] for i in rows["frame_index"]]
-        result["voc_vs_true_progress"] = value_order_correlation(rows["progress"].to_numpy(), truth)
+    failures: dict = {}
+    if not out.exists():
+        _, failures = label_dataset(RewardAnnotator(qa), [str(scene_paths.bag)], out, options,
+                                    show_progress=True)
+    result = {"dataset": str(out), "instruction": options.instruction, "failures": failures,
+              "episode_score": None, "voc_vs_frame_order": None}
+    records = sorted((out / "meta" / "rewards" / "bags").glob("*.json")) if out.exists() else []
+    if records:
+        episode = json.loads(records[0].read_text())
+        valid = episode["valid_frames"]
+        true_progress = [description["frames"][i]["target_progress"] for i in valid]
+        result.update(episode_score=episode["episode_score"], voc_vs_frame_order=episode["voc"],
+                      scored_frames=episode["scored_frames"],
+                      voc_vs_true_progress=value_order_correlation(
+                          np.asarray(episode["progress"])[valid], true_progress))
     return result
 
 
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"answers    {evaluation.results_json} (+ .csv, answers.jsonl)")
     if evaluation.report_dir:
         print(f"report     {evaluation.report_dir}  ({len(evaluation.plots)} plots)")
-    print(f"rewards    {rewards['parquet']} (+ .json summary)")
+    print(f"rewards    {rewards['dataset']} (LeRobot v3.0 dataset: next.reward, progress)")
     if random_weights:
         print("\n(random weights: the numbers above show the pipeline works, not what the model knows)")
     return 0

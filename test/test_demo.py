@@ -22,15 +22,18 @@ def test_demo_end_to_end_and_second_run_reuses_results(tmp_path, capsys):
     results = json.loads((tmp_path / "out" / "eval" / "results.json").read_text())
     questions = json.loads(next((tmp_path / "data").glob("scene-*/questions.json")).read_text())
     assert len(results["rows"]) == len(questions) > 0
-    table = pq.read_table(tmp_path / "out" / "rewards.parquet")
-    assert table.num_rows == 4  # frames 0, 8, 16 and the last of 24
-    assert list(table.column("frame_index").to_pylist()) == [0, 8, 16, 23]
+    rewards = tmp_path / "out" / "rewards"
+    table = pq.read_table(rewards / "data" / "chunk-000" / "file-000.parquet")
+    assert table.num_rows == 24 and table.column_names[-2:] == ["next.reward", "progress"]
+    (record,) = (rewards / "meta" / "rewards" / "bags").glob("*.json")
+    assert json.loads(record.read_text())["scored_frames"] == [0, 8, 16, 23]  # and the last of 24
 
     # Second run: nothing re-rendered, re-made or re-answered.
     scene_bag = next((tmp_path / "data").glob("scene-*/bag"))
     before = {p: p.stat().st_mtime_ns for p in scene_bag.iterdir()}
+    labelled_at = record.stat().st_mtime_ns
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "rendering" not in printed and "writing a tiny random checkpoint" not in printed
     assert {p: p.stat().st_mtime_ns for p in scene_bag.iterdir()} == before
-    assert pq.read_table(tmp_path / "out" / "rewards.parquet").num_rows == 4
+    assert record.stat().st_mtime_ns == labelled_at

@@ -5,7 +5,7 @@
 A random model answers noise, so these tests check what must hold for any model: every scored
 frame has either a progress value in [0, 1] or a reason, rewards and the episode score follow from
 the progress, VOC is the Spearman correlation of that progress, encoding once + batching gives the
-same answers as naive per-query encoding, and the result survives the Parquet round trip.
+same answers as naive per-query encoding, and strided scores give every frame a value.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from spatial_mllm_ros.engine import SpatialQA
 from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
 from spatial_mllm_ros.reward.annotator import RewardAnnotator, rewards_from_progress
-from spatial_mllm_ros.reward.label import EpisodeResult
-from spatial_mllm_ros.reward.lerobot import REWARD_SIGNALS, Provenance, append_episodes, read_frame_signals
+from spatial_mllm_ros.reward.episodes import dense_signals
 from spatial_mllm_ros.reward.synthetic import push_trajectory
 from spatial_mllm_ros.reward.voc import value_order_correlation
 
@@ -92,16 +90,40 @@ def test_encoding_once_and_batching_gives_the_naive_answers(checkpoint, qa):
     np.testing.assert_array_equal(batched.progress, naive.progress)
 
 
-def test_scores_round_trip_through_parquet(qa, tmp_path):
-    scores = RewardAnnotator(qa).score(push_trajectory(4).frames, "push the box")
-    result = EpisodeResult("episode_0", "memory", scores, num_frames=4)
-    out = tmp_path / "rewards.parquet"
-    append_episodes(out, [result.to_episode_signals()], REWARD_SIGNALS,
-                    Provenance(model_id=qa.model_id, method="progress", instruction="push the box"))
-    table, document = read_frame_signals(out)
-    frame = pd.read_parquet(out)
-    np.testing.assert_allclose(frame["progress"].to_numpy(), scores.progress.astype(np.float32),
-                               equal_nan=True)
-    assert list(frame["frame_index"]) == [0, 1, 2, 3]
-    assert document["provenance"]["model_id"] == qa.model_id
-    assert table.schema.field("reward").type == "float"
+def test_strided_scores_become_a_value_for_every_frame(qa):
+    scores = RewardAnnotator(qa).score(push_trajectory(7).frames, "push the box", stride=3)
+    progress, reward, valid = dense_signals(7, scores.frame_indices, scores.progress)
+    assert progress.dtype == reward.dtype == np.float32 and progress.shape == reward.shape == (7,)
+    assert np.isfinite(progress).all() and np.isfinite(reward).all()
+    finite = np.isfinite(scores.progress)
+    assert list(valid) == list(scores.frame_indices[finite])
+    np.testing.assert_array_equal(progress[valid], scores.progress[finite].astype(np.float32))
+    # next.reward: the step from each frame to the next, 0 at the last; it sums to the progress gained
+    assert reward[-1] == 0.0
+    assert float(reward.sum()) == pytest.approx(float(progress[-1] - progress[0]), abs=1e-6)
+
+
+def test_interpolation_between_scored_frames_and_after_the_last_valid_one():
+    progress, reward, valid = dense_signals(7, [0, 3, 6], [0.0, 0.6, np.nan])
+    np.testing.assert_allclose(progress, [0.0, 0.2, 0.4, 0.6, 0.6, 0.6, 0.6], atol=1e-7)
+    np.testing.assert_allclose(reward, [0.2, 0.2, 0.2, 0.0, 0.0, 0.0, 0.0], atol=1e-7)
+    assert list(valid) == [0, 3]
+
+
+def test_streamed_scoring_makes_the_calls_and_answers_of_scoring_the_list(qa):
+    """Scored as they arrive (one call's frames held), the answers are those of the whole list."""
+    frames = push_trajectory(11).frames
+    annotator = RewardAnnotator(qa)
+    whole = annotator.score(frames, "push the box", stride=2)
+    kept = [(i, frames[i]) for i in whole.frame_indices]
+    streamed = annotator.score_streamed(iter(kept), "push the box")
+    assert streamed.model_calls == whole.model_calls == 2  # 5 pairs, 3 per call with max_frames=4
+    assert streamed.raw_answers == whole.raw_answers and streamed.reasons == whole.reasons
+    np.testing.assert_array_equal(streamed.frame_indices, whole.frame_indices)
+    np.testing.assert_array_equal(streamed.progress, whole.progress)
+    np.testing.assert_array_equal(streamed.stamps, whole.stamps)
+    assert streamed.error == whole.error
+    lone = annotator.score_streamed(iter(kept[:1]), "push the box")
+    assert lone.model_calls == 0 and list(lone.progress) == [0.0]
+    with pytest.raises(ValueError, match="positions must increase"):
+        annotator.score_streamed(iter([kept[1], kept[0]]), "push the box")

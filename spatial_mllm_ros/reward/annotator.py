@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -310,6 +310,52 @@ class RewardAnnotator:
             raw_answers=raw, reasons=reasons, episode_score=episode_score(progress),
             error=self._error_summary(indices, reasons, cancelled, done, total), cancelled=cancelled,
             model_calls=calls, elapsed_s=time.perf_counter() - started, value_unit=_VALUE_UNIT[mode])
+
+    def score_streamed(self, scored: Iterable[tuple[int, Frame]], instruction: str, mode: str = "progress",
+                       target: float | None = None) -> TrajectoryScores:
+        """Score ``(position, frame)`` pairs as they arrive, the first being the reference frame.
+
+        Holds the reference and at most one model call's frames: every ``frames_per_call`` frames
+        are scored with the reference as one :meth:`score` call, so the calls, prompts and answers
+        are those of :meth:`score` on the whole list. Progress (and the displacement normalisation)
+        is computed over all answers at the end. ``frame_indices`` are the given positions.
+        """
+        started = time.perf_counter()
+        pairs = iter(scored)
+        first = next(pairs, None)
+        if first is None:
+            raise ValueError("cannot score an empty trajectory (no frames)")
+        positions, reference = [first[0]], first[1]
+        parts: list[TrajectoryScores] = []
+        group: list[Frame] = []
+
+        def score_group() -> None:
+            parts.append(self.score([reference, *group], instruction, mode=mode, target=target))
+            group.clear()
+
+        for position, frame in pairs:
+            if position <= positions[-1]:
+                raise ValueError(f"frame positions must increase, got {position} after {positions[-1]}")
+            positions.append(position)
+            group.append(frame)
+            if len(group) == self.frames_per_call:
+                score_group()
+        if group or not parts:
+            score_group()
+        values = np.concatenate([[0.0], *(part.values[1:] for part in parts)])
+        raw = ["", *(text for part in parts for text in part.raw_answers[1:])]
+        reasons = ["", *(reason for part in parts for reason in part.reasons[1:])]
+        stamps = np.concatenate([[reference.stamp], *(part.stamps[1:] for part in parts)])
+        progress = progress_from_values(values, mode, target)
+        total = len(positions)
+        return TrajectoryScores(
+            mode=mode, instruction=instruction, model_id=self.model_id, target=target, stride=1,
+            frame_indices=np.asarray(positions, dtype=np.int64), stamps=stamps, progress=progress,
+            reward=rewards_from_progress(progress), values=values, raw_answers=raw, reasons=reasons,
+            episode_score=episode_score(progress),
+            error=self._error_summary(positions, reasons, False, total, total),
+            model_calls=sum(part.model_calls for part in parts), elapsed_s=time.perf_counter() - started,
+            value_unit=_VALUE_UNIT[mode])
 
     def _calls(self, total: int) -> list[tuple[list[int], list[int]]]:
         """Model calls as (positions shown after frame 0, positions asked about), over 1..total-1."""

@@ -1,85 +1,44 @@
 # Copyright 2026 spatial_mllm_ros maintainers
 # SPDX-License-Identifier: Apache-2.0
-"""``spatial-mllm-ros label-rewards``: per-frame progress and rewards of many bags into one Parquet.
+"""``spatial-mllm-ros label-rewards``: per-frame progress and rewards into a LeRobot v3.0 dataset.
 
-Offline labelling of a dataset of robot recordings: every bag is one episode; its frames are
-scored by :class:`~spatial_mllm_ros.reward.annotator.RewardAnnotator` and appended to a
-``lerobot.frame_signals`` file, with a JSON summary next to it. The output is rewritten atomically
-after every episode, so an interrupted run loses at most the bag in progress, and a second run
-skips the episodes already written (resumable). The per-bag function :func:`label_bag` is the unit
-of work that :mod:`spatial_mllm_ros.reward.ray_label` distributes over a Ray cluster.
+Input: one LeRobot v3.x dataset (a local root, or a Hub dataset id that ``huggingface_hub``
+resolves; ``HF_HUB_OFFLINE=1`` keeps it to the local cache), or any number of rosbag2 recordings
+(one episode each). Output: a LeRobot v3.0 dataset, the source plus the per-frame features
+``next.reward`` and ``progress`` (see :mod:`spatial_mllm_ros.reward.dataset_writer`). Episodes are
+labelled one by one in this process, or with ``--ray-workers N`` on a Ray cluster
+(:mod:`spatial_mllm_ros.reward.ray_label`); either way each finished episode is kept at once and a
+rerun labels only the rest.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import math
 import sys
-import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
-from spatial_mllm_ros.core.atomic import write_json_atomic
-from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator, TrajectoryScores
-from spatial_mllm_ros.reward.lerobot import (
-    REWARD_SIGNALS,
-    EpisodeSignals,
-    Provenance,
-    append_episodes,
-    episode_ids,
-    read_metadata,
-    utc_now_iso,
+from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator
+from spatial_mllm_ros.reward.dataset_writer import DatasetWriter
+from spatial_mllm_ros.reward.episodes import (
+    BAG,
+    DEFAULT_TOPICS,
+    LEROBOT,
+    EpisodeError,
+    EpisodeLabels,
+    EpisodeUnit,
+    LabelOptions,
+    estimate_bag_fps,
+    label_unit,
+    load_annotator,
 )
-
-DEFAULT_TOPICS = {"image_topic": "/camera/color/image_raw", "depth_topic": "/camera/depth/image_raw",
-                  "info_topic": "/camera/color/camera_info", "pose_topic": "/camera/pose"}
-
-
-@dataclass(frozen=True)
-class LabelOptions:
-    """How every bag of a run is scored (the same for all episodes of one output file)."""
-
-    instruction: str
-    mode: str = "progress"
-    target: float | None = None
-    stride: int = 1
-    image_topic: str = DEFAULT_TOPICS["image_topic"]
-    depth_topic: str | None = DEFAULT_TOPICS["depth_topic"]
-    info_topic: str | None = DEFAULT_TOPICS["info_topic"]
-    pose_topic: str | None = DEFAULT_TOPICS["pose_topic"]
-    start: float | None = None
-    end: float | None = None
-
-
-@dataclass
-class EpisodeResult:
-    """The outcome of labelling one bag: scores, or an error that kept it from being scored."""
-
-    episode_id: str
-    source: str
-    scores: TrajectoryScores | None
-    num_frames: int = 0
-    error: str = ""
-    info: dict = field(default_factory=dict)
-
-    def to_episode_signals(self) -> EpisodeSignals:
-        """Rows for the Parquet file (requires scores)."""
-        if self.scores is None:
-            raise ValueError(f"episode {self.episode_id!r} has no scores: {self.error}")
-        s = self.scores
-        return EpisodeSignals(
-            episode_id=self.episode_id, frame_index=s.frame_indices,
-            signals={"progress": s.progress, "reward": s.reward},
-            info={"source": self.source, "num_bag_frames": self.num_frames,
-                  "start_stamp": float(s.stamps[0]), "end_stamp": float(s.stamps[-1]),
-                  "stride": s.stride, "episode_score": s.episode_score, "voc": s.voc,
-                  "num_invalid": s.num_invalid, "model_calls": s.model_calls,
-                  "elapsed_s": round(s.elapsed_s, 3),
-                  "error": "; ".join(filter(None, [self.error, s.error]))})
+from spatial_mllm_ros.reward.lerobot import (
+    LeRobotSource,
+    is_lerobot_root,
+    looks_like_hub_id,
+    resolve_hub_dataset,
+)
 
 
 def is_bag(path: Path) -> bool:
@@ -109,8 +68,7 @@ def find_bags(inputs: Sequence[str | Path]) -> list[Path]:
         if not found:
             raise ValueError(f"{path}: no bags inside (looked for metadata.yaml dirs and .mcap files)")
         bags.extend(found)
-    unique = list(dict.fromkeys(p.resolve() for p in bags))
-    return unique
+    return list(dict.fromkeys(p.resolve() for p in bags))
 
 
 def episode_ids_for(bags: Sequence[Path]) -> list[str]:
@@ -132,120 +90,100 @@ def episode_ids_for(bags: Sequence[Path]) -> list[str]:
     return ids
 
 
-def read_subsampled(bag: Path, options: LabelOptions) -> tuple[list, list[int], int, str]:
-    """Every stride-th frame of a bag plus its last, their bag positions, the frame count, an error.
+def plan_sources(inputs: Sequence[str]) -> tuple[str, LeRobotSource | None, list[EpisodeUnit], bool]:
+    """What to label: the kind, the LeRobot source (or None), the episodes, and whether it came from the Hub.
 
-    Only the kept frames stay in memory. A bag that breaks part way yields what was readable and
-    the error message (the frames before the break still form a valid, shorter episode); one that
-    cannot be read at all raises (FileNotFoundError, ValueError, BagReadError).
+    Raises:
+        ValueError: unknown inputs, LeRobot datasets mixed with bags or with each other.
     """
-    from spatial_mllm_ros.bag.reader import read_frames
-
-    kept, positions = [], []
-    last, count, error = None, 0, ""
-    frames: Iterable = read_frames(bag, image_topic=options.image_topic, depth_topic=options.depth_topic,
-                                   info_topic=options.info_topic, pose_topic=options.pose_topic,
-                                   start=options.start, end=options.end)
-    try:
-        for frame in frames:
-            if count % options.stride == 0:
-                kept.append(frame)
-                positions.append(count)
-            last = frame
-            count += 1
-    except Exception as exc:  # BagReadError and friends: keep what was read
-        if count == 0:
-            raise
-        error = f"bag read stopped after {count} frames: {exc}"
-    if count and positions[-1] != count - 1:
-        kept.append(last)
-        positions.append(count - 1)
-    return kept, positions, count, error
-
-
-def label_bag(annotator: RewardAnnotator, bag: str | Path, episode_id: str, options: LabelOptions,
-              progress_callback=None, cancel_event: threading.Event | None = None) -> EpisodeResult:
-    """Score one bag as one episode (never raises for a bad bag: the result carries the error)."""
-    bag = Path(bag)
-    try:
-        frames, positions, count, read_error = read_subsampled(bag, options)
-    except Exception as exc:
-        return EpisodeResult(episode_id, str(bag), None, error=f"cannot read {bag}: {exc}")
-    if not frames:
-        window = ("" if options.start is None and options.end is None
-                  else f" between {options.start} and {options.end} s")
-        return EpisodeResult(episode_id, str(bag), None, num_frames=count,
-                             error=f"{bag}: no frames on {options.image_topic}{window}")
-    scores = annotator.score(frames, options.instruction, mode=options.mode, target=options.target,
-                             stride=1, progress_callback=progress_callback, cancel_event=cancel_event)
-    if scores.model_failure:
-        # Not a property of the recording (a broken model set-up): report it, write nothing, so
-        # that a later run retries the bag instead of skipping it as done.
-        return EpisodeResult(episode_id, str(bag), None, num_frames=count,
-                             error=f"{bag}: every model call failed: {scores.model_failure}")
-    # The annotator saw only the kept frames: map its indices back to positions in the bag.
-    in_bag = np.asarray(positions, dtype=np.int64)[scores.frame_indices]
-    scores = dataclasses.replace(scores, frame_indices=in_bag, stride=options.stride)
-    return EpisodeResult(episode_id, str(bag), scores, num_frames=count, error=read_error)
+    datasets, others, from_hub = [], [], False
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir() and (path / "meta" / "info.json").is_file():
+            if not is_lerobot_root(path):
+                LeRobotSource(path)  # raises with the reason (e.g. an old codebase_version)
+            datasets.append(path)
+        elif not path.exists() and looks_like_hub_id(str(raw)):
+            datasets.append(resolve_hub_dataset(str(raw)))
+            from_hub = True
+        else:
+            others.append(raw)
+    if datasets:
+        if others or len(datasets) > 1:
+            raise ValueError("label one LeRobot dataset per run (not several, nor mixed with bags); "
+                             f"got {len(datasets)} dataset(s) and {len(others)} other input(s)")
+        source = LeRobotSource(datasets[0])
+        units = [EpisodeUnit(LEROBOT, str(source.root), index, f"episode_{index:06d}")
+                 for index in range(len(source.episodes))]
+        return LEROBOT, source, units, from_hub
+    bags = find_bags(others)
+    units = [EpisodeUnit(BAG, str(bag), index, episode_id)
+             for index, (bag, episode_id) in enumerate(zip(bags, episode_ids_for(bags), strict=True))]
+    return BAG, None, units, False
 
 
-def provenance_for(model_id: str, options: LabelOptions) -> Provenance:
-    """File provenance: the method string records mode, target and stride."""
-    method = options.mode
-    if options.target is not None:
-        method += f"(target={options.target:g}m)"
-    return Provenance(model_id=model_id, method=method, instruction=options.instruction)
+def model_id_of(model_dir: str | Path) -> str:
+    """The id the engine gives this checkpoint (recorded as provenance)."""
+    from spatial_mllm_ros.engine.pipeline import model_fingerprint
+
+    return model_fingerprint(Path(model_dir))
 
 
-def summary_path(out: Path) -> Path:
-    """``rewards.parquet`` -> ``rewards.json``."""
-    return out.with_suffix(".json")
+def run_settings(model_id: str, options: LabelOptions, kind: str) -> dict:
+    """What every episode of one output shares; a rerun must match it."""
+    settings = {"model_id": model_id, "kind": kind, **asdict(options)}
+    if kind == LEROBOT:
+        for key in ("fps", "image_topic", "depth_topic", "info_topic", "pose_topic", "start", "end"):
+            settings.pop(key)
+    return settings
 
 
-def write_summary(out: Path, failures: dict[str, str]) -> dict:
-    """JSON summary of the Parquet file's episodes plus bags that could not be labelled."""
-    document = read_metadata(out) if out.exists() else {"episodes": [], "provenance": {}, "signals": {}}
-    episodes = document["episodes"]
-    scores = [e["episode_score"] for e in episodes if e.get("episode_score") is not None]
-    vocs = [e["voc"] for e in episodes if e.get("voc") is not None]
-    summary = {
-        "output": str(out), "written": utc_now_iso(), "provenance": document["provenance"],
-        "signals": document["signals"], "num_episodes": len(episodes),
-        "num_rows": sum(int(e["num_frames"]) for e in episodes),
-        "mean_episode_score": float(np.mean(scores)) if scores else math.nan,
-        "mean_voc": float(np.mean(vocs)) if vocs else math.nan,
-        "episodes": episodes, "failed_bags": failures,
-    }
-    write_json_atomic(summary_path(out), summary)
-    return summary
+def label_episodes(annotator: RewardAnnotator, units: Sequence[EpisodeUnit], options: LabelOptions,
+                   writer: DatasetWriter, source: LeRobotSource | None = None, show_progress: bool = True,
+                   on_done: Callable[[EpisodeLabels], None] | None = None) -> dict[str, str]:
+    """Label episodes one by one in this process, keeping each at once; returns failures by episode."""
+    from tqdm import tqdm
 
-
-def load_annotator(model_dir: str, device: str = "cpu", dtype: str = "float32", max_frames: int = 16,
-                   max_new_tokens: int = 16, frames_per_call: int | None = None,
-                   backend: str = "torch", **engine_options) -> RewardAnnotator:
-    """A SpatialQA engine on ``model_dir`` wrapped in an annotator (``engine_options``: e.g. max_pixels)."""
-    from spatial_mllm_ros.engine import SpatialQA
-
-    qa = SpatialQA(model_dir, backend=backend, device=device, dtype=dtype, max_frames=max_frames,
-                   max_new_tokens=max_new_tokens, **engine_options)
-    return RewardAnnotator(qa, frames_per_call=frames_per_call)
+    failures: dict[str, str] = {}
+    with tqdm(total=len(units), unit="episode", disable=not show_progress, file=sys.stderr) as bar:
+        for unit in units:
+            bar.set_description(unit.episode_id)
+            try:
+                labels = label_unit(annotator, unit, options, writer.staged_video(unit), source)
+            except EpisodeError as exc:
+                failures[unit.episode_id] = f"{unit.source}: {exc}"
+            else:
+                writer.commit(unit, labels)
+                if on_done is not None:
+                    on_done(labels)
+            bar.update(1)
+    return failures
 
 
 def build_parser(prog: str = "spatial-mllm-ros label-rewards") -> argparse.ArgumentParser:
-    """Arguments of ``label-rewards`` (shared with the Ray runner)."""
+    """Arguments of ``label-rewards``."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("inputs", nargs="+", metavar="BAG_OR_DIR",
-                        help="rosbag2 directories / .mcap files, or directories holding them")
-    parser.add_argument("--instruction", required=True, help="the task, e.g. 'push the red box to the wall'")
-    parser.add_argument("--mode", choices=MODES, default="progress")
+    parser.add_argument("inputs", nargs="+", metavar="SRC",
+                        help="a LeRobot v3 dataset root or Hub dataset id, or rosbag2 directories / .mcap "
+                             "files / directories holding them")
     parser.add_argument("--model", required=True, metavar="DIR", help="Spatial-MLLM checkpoint directory")
-    parser.add_argument("--out", required=True, type=Path, metavar="rewards.parquet")
-    parser.add_argument("--stride", type=int, default=1, help="score every stride-th frame (default 1)")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="the labelled LeRobot dataset to create")
+    parser.add_argument("--in-place", action="store_true",
+                        help="add the labels to the LeRobot source dataset itself instead of --out")
+    parser.add_argument("--instruction", default=None,
+                        help="the task in words (default for LeRobot: each episode's task; needed for bags)")
+    parser.add_argument("--camera", default=None,
+                        help="LeRobot camera feature, e.g. observation.images.top (default: the first); "
+                             "for bags the name of the video feature written")
+    parser.add_argument("--mode", choices=MODES, default="progress")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="ask the model about every stride-th frame and the last; interpolate between")
     parser.add_argument("--target", type=float, default=None,
                         help="displacement mode: distance in metres that means done")
-    parser.add_argument("--image-topic", default=DEFAULT_TOPICS["image_topic"])
-    parser.add_argument("--start", type=float, default=None, help="first stamp to read (s)")
-    parser.add_argument("--end", type=float, default=None, help="last stamp to read (s)")
+    parser.add_argument("--image-topic", default=DEFAULT_TOPICS["image_topic"], help="bags: camera topic")
+    parser.add_argument("--fps", type=int, default=None, help="bags: dataset frame rate (default: estimated)")
+    parser.add_argument("--start", type=float, default=None, help="bags: first stamp to read (s)")
+    parser.add_argument("--end", type=float, default=None, help="bags: last stamp to read (s)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--max-frames", type=int, default=16, help="frames per model call")
@@ -264,40 +202,68 @@ def options_from_args(args: argparse.Namespace) -> LabelOptions:
         raise ValueError(f"--stride must be >= 1, got {args.stride}")
     if args.target is not None and (args.mode != "displacement" or not args.target > 0):
         raise ValueError("--target needs --mode displacement and a positive distance in metres")
-    if not args.instruction.strip():
+    if args.instruction is not None and not args.instruction.strip():
         raise ValueError("--instruction must not be empty")
-    return LabelOptions(instruction=args.instruction, mode=args.mode, target=args.target,
-                        stride=args.stride, image_topic=args.image_topic, start=args.start, end=args.end)
+    if args.fps is not None and args.fps < 1:
+        raise ValueError(f"--fps must be >= 1, got {args.fps}")
+    return LabelOptions(instruction=args.instruction, mode=args.mode, target=args.target, stride=args.stride,
+                        camera=args.camera, fps=args.fps, image_topic=args.image_topic, start=args.start,
+                        end=args.end)
 
 
-def pending_bags(bags: Sequence[Path], out: Path) -> list[tuple[Path, str]]:
-    """(bag, episode id) pairs not yet in ``out``."""
-    done = episode_ids(out)
-    return [(bag, eid) for bag, eid in zip(bags, episode_ids_for(bags), strict=True) if eid not in done]
+def prepare_run(inputs: Sequence[str], out: Path | None, options: LabelOptions, model_id: str,
+                in_place: bool = False) -> tuple[DatasetWriter, LabelOptions, list[EpisodeUnit],
+                                                  LeRobotSource | None]:
+    """The output, the completed options, the episodes and the LeRobot source of a run.
+
+    Raises:
+        ValueError: bad inputs or a bad combination of options, with the reason.
+    """
+    kind, source, units, from_hub = plan_sources(inputs)
+    if in_place == (out is not None):
+        raise ValueError("give exactly one of --out DIR and --in-place")
+    if kind == BAG:
+        if not options.instruction:
+            raise ValueError("bags carry no task string: give --instruction")
+        if in_place:
+            raise ValueError("--in-place applies to a LeRobot dataset; bags need --out")
+        options = replace(options, camera=options.bag_camera(),
+                          fps=options.fps or estimate_bag_fps(units[0].source, options))
+    else:
+        if from_hub and in_place:
+            raise ValueError("--in-place would change files of the Hugging Face cache; give --out")
+        options = replace(options, camera=source.camera(options.camera))
+    writer = DatasetWriter(source.root if in_place else out, kind, run_settings(model_id, options, kind),
+                           source=source, in_place=in_place)
+    return writer, options, units, source
 
 
-def label_bags(annotator: RewardAnnotator, work: Sequence[tuple[Path, str]], out: Path,
-               options: LabelOptions, show_progress: bool = True) -> dict[str, str]:
-    """Label bags one by one, appending each episode to ``out``; returns failed bags' errors."""
-    from tqdm import tqdm
+def label_dataset(annotator: RewardAnnotator, inputs: Sequence[str], out: Path | None, options: LabelOptions,
+                  in_place: bool = False, show_progress: bool = False) -> tuple[Path, dict[str, str]]:
+    """Label every pending episode in this process and write the dataset when all are done.
 
-    provenance = provenance_for(annotator.model_id, options)
-    failures: dict[str, str] = {}
-    with tqdm(total=len(work), unit="bag", disable=not show_progress, file=sys.stderr) as bar:
-        for bag, episode_id in work:
-            bar.set_description(episode_id)
+    Returns the output folder and the failures by episode (with failures nothing is moved into
+    place; the labelled episodes wait in the staging folder for a rerun).
+    """
+    writer, options, units, source = prepare_run(inputs, out, options, annotator.model_id, in_place)
+    writer.prepare()
+    work = [unit for unit in units if not writer.is_done(unit)]
+    failures = label_episodes(annotator, work, options, writer, source, show_progress=show_progress)
+    if not failures:
+        writer.finish(units)
+    return writer.out, failures
 
-            def on_progress(done, total, bar=bar):
-                bar.set_postfix_str(f"frames {done}/{total}")
 
-            result = label_bag(annotator, bag, episode_id, options, progress_callback=on_progress)
-            if result.scores is None:
-                failures[str(bag)] = result.error
-            else:
-                append_episodes(out, [result.to_episode_signals()], REWARD_SIGNALS, provenance)
-            write_summary(out, failures)
-            bar.update(1)
-    return failures
+def engine_options(args: argparse.Namespace) -> dict:
+    """Engine keyword arguments from the command line."""
+    kwargs = {"device": args.device, "dtype": args.dtype, "max_frames": args.max_frames}
+    if args.max_pixels:
+        from spatial_mllm_ros.model.preprocessing import VIDEO_MIN_PIXELS
+
+        # a budget below the default minimum lowers the minimum too (small frames are not up-scaled)
+        kwargs["max_pixels"] = args.max_pixels
+        kwargs["min_pixels"] = min(args.max_pixels, VIDEO_MIN_PIXELS)
+    return kwargs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,34 +271,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        options = options_from_args(args)
-        bags = find_bags(args.inputs)
-        work = pending_bags(bags, args.out)
+        writer, options, units, source = prepare_run(args.inputs, args.out, options_from_args(args),
+                                                     model_id_of(args.model), args.in_place)
+        writer.prepare()
     except ValueError as exc:
         parser.error(str(exc))
-    skipped = len(bags) - len(work)
-    print(f"label-rewards: {len(bags)} bag(s), {skipped} already in {args.out}, {len(work)} to label",
-          file=sys.stderr)
-    if not work:
-        write_summary(args.out, {})
-        return 0
-    engine_kwargs = {"device": args.device, "dtype": args.dtype, "max_frames": args.max_frames}
-    if args.max_pixels:
-        from spatial_mllm_ros.model.preprocessing import VIDEO_MIN_PIXELS
+    work = [unit for unit in units if not writer.is_done(unit)]
+    print(f"label-rewards: {len(units)} episode(s), {len(units) - len(work)} already labelled in "
+          f"{writer.staging}, {len(work)} to label", file=sys.stderr)
+    failures: dict[str, str] = {}
+    if work and args.ray_workers > 0:
+        from spatial_mllm_ros.reward.ray_label import label_episodes_ray
 
-        # a budget below the default minimum lowers the minimum too (small frames are not up-scaled)
-        engine_kwargs["max_pixels"] = args.max_pixels
-        engine_kwargs["min_pixels"] = min(args.max_pixels, VIDEO_MIN_PIXELS)
-    if args.ray_workers > 0:
-        from spatial_mllm_ros.reward.ray_label import label_bags_ray
-
-        failures = label_bags_ray(work, args.out, options, model_dir=args.model,
-                                  num_workers=args.ray_workers, address=args.ray_address,
-                                  engine_kwargs=engine_kwargs, show_progress=not args.no_progress)
-    else:
-        annotator = load_annotator(args.model, **engine_kwargs)
-        failures = label_bags(annotator, work, args.out, options, show_progress=not args.no_progress)
-    for bag, error in failures.items():
-        print(f"label-rewards: FAILED {bag}: {error}", file=sys.stderr)
-    print(f"label-rewards: wrote {args.out} and {summary_path(args.out)}", file=sys.stderr)
-    return 1 if failures else 0
+        failures = label_episodes_ray(work, options, writer, model_dir=args.model,
+                                      num_workers=args.ray_workers, address=args.ray_address,
+                                      engine_kwargs=engine_options(args), show_progress=not args.no_progress)
+    elif work:
+        annotator = load_annotator(args.model, **engine_options(args))
+        failures = label_episodes(annotator, work, options, writer, source,
+                                  show_progress=not args.no_progress)
+        annotator.qa.close()
+    for episode, error in failures.items():
+        print(f"label-rewards: FAILED {episode}: {error}", file=sys.stderr)
+    if failures:
+        print(f"label-rewards: {len(failures)} episode(s) failed; the labelled ones are kept in "
+              f"{writer.staging}: rerun to retry", file=sys.stderr)
+        return 1
+    writer.finish(units)
+    print(f"label-rewards: wrote {writer.out}", file=sys.stderr)
+    return 0

@@ -1,214 +1,246 @@
 # Copyright 2026 spatial_mllm_ros maintainers
 # SPDX-License-Identifier: Apache-2.0
-"""LeRobot ``lerobot.frame_signals`` Parquet files: per-frame signals a policy learner can join.
+"""Reading LeRobot v3.0 datasets, the format LeRobot's trainers and the Hub's robotics data use.
 
-Schema version 1 (DESIGN §7): one row per scored frame with int64 ``index`` (running row number in
-the file), ``episode_index`` and ``frame_index`` (position of the frame in its episode), then one
-float32 column per signal. The file's key-value metadata holds, under the key
-``lerobot.frame_signals``, a JSON document::
+The layout (as LeRobot's own dataset code writes it; ``test/data/fixtures/lerobot_v3_tiny``):
 
-    {"schema_version": 1,
-     "signals": {"progress": {"description": ..., "direction": "higher", "bounds": [0, 1],
-                              "unit": ..., "dtype": "float32"}, ...},
-     "provenance": {"model_id": ..., "method": ..., "instruction": ..., "package": ...,
-                    "package_version": ..., "created": ..., "updated": ...},
-     "episodes": [{"episode_index": 0, "episode_id": ..., "num_frames": ..., ...}, ...]}
+* ``meta/info.json``: ``codebase_version`` "v3.x", ``fps``, ``features`` (dtype, shape, names;
+  video features carry an ``info`` block), the ``data_path``/``video_path`` templates, totals.
+* ``data/chunk-XXX/file-YYY.parquet``: one row per frame, several episodes per file
+  (``timestamp``, ``frame_index``, ``episode_index``, ``index``, ``task_index`` and the features).
+* ``videos/<key>/chunk-XXX/file-YYY.mp4``: one camera, episodes concatenated; the episodes table
+  gives each episode's file and ``from_timestamp``/``to_timestamp`` in it.
+* ``meta/episodes/chunk-XXX/file-YYY.parquet``: one row per episode (``length``, ``tasks``, file
+  indices, ``dataset_from_index``/``dataset_to_index``, statistics ``stats/<feature>/<stat>``).
+* ``meta/stats.json`` (statistics over the dataset) and ``meta/tasks.parquet`` (task strings,
+  written by pandas with the string as the index and a ``task_index`` column).
 
-Parquet files cannot grow in place, so appending an episode rewrites the file: the old rows and
-the new ones go to a temporary file next to the destination, which then replaces it
-(``os.replace``), so a reader or a crash never sees half a file. Episodes are small (one float per
-frame and signal), which keeps the rewrite cheap.
+Statistics here are numpy's over a feature's values: min, max, mean, population std, count and
+the quantiles q01/q10/q50/q90/q99 (``np.quantile``, linear), per component of the feature.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from spatial_mllm_ros import __version__
-from spatial_mllm_ros.core.atomic import json_safe
+from spatial_mllm_ros.core.frames import Frame
 
-SCHEMA_VERSION = 1
-METADATA_KEY = b"lerobot.frame_signals"
-INDEX_COLUMNS = ("index", "episode_index", "frame_index")
-DIRECTIONS = ("higher", "lower", "none")
-
-
-@dataclass(frozen=True)
-class SignalSpec:
-    """What one signal column means: ``direction`` says whether higher values are better."""
-
-    description: str
-    direction: str
-    bounds: tuple[float | None, float | None]
-    unit: str
-
-    def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"signal direction must be one of {DIRECTIONS}, got {self.direction!r}")
-
-    def to_json(self) -> dict:
-        """The descriptor as stored in the file metadata."""
-        return {"description": self.description, "direction": self.direction,
-                "bounds": list(self.bounds), "unit": self.unit, "dtype": "float32"}
+CODEBASE_VERSION = "v3.0"
+REWARD_FEATURE = "next.reward"
+PROGRESS_FEATURE = "progress"
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+CHUNKS_SIZE = 1000
+# LeRobot's own columns, present in every dataset.
+INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_index")
 
 
-REWARD_SIGNALS: dict[str, SignalSpec] = {
-    "progress": SignalSpec(
-        description="Estimated task completion at this frame, from the spatial model comparing the "
-                    "episode's first frame with this one; NaN where the answer could not be parsed.",
-        direction="higher", bounds=(0.0, 1.0), unit="fraction"),
-    "reward": SignalSpec(
-        description="Change in estimated progress since the previous scored frame (0 at the first "
-                    "frame); NaN next to a NaN progress.",
-        direction="higher", bounds=(-1.0, 1.0), unit="fraction per scored frame"),
-}
+def read_info(root: str | Path) -> dict:
+    """``meta/info.json`` of a v3 dataset (ValueError naming what is wrong otherwise)."""
+    path = Path(root) / "meta" / "info.json"
+    if not path.is_file():
+        raise ValueError(f"{root} is not a LeRobot dataset (no meta/info.json)")
+    info = json.loads(path.read_text())
+    version = str(info.get("codebase_version", ""))
+    if not version.startswith("v3."):
+        raise ValueError(f"{root}: LeRobot codebase_version {version!r} is not supported (v3.x only; "
+                         "convert older datasets with LeRobot's v2.1 -> v3.0 script)")
+    return info
 
 
-@dataclass
-class Provenance:
-    """Where the signals came from; stored once per file."""
-
-    model_id: str
-    method: str
-    instruction: str
-    package: str = "spatial_mllm_ros"
-    package_version: str = __version__
-    created: str = field(default_factory=lambda: utc_now_iso())
-
-
-@dataclass
-class EpisodeSignals:
-    """One episode's rows: frame indices, one array per signal, and free-form episode info."""
-
-    episode_id: str
-    frame_index: np.ndarray
-    signals: dict[str, np.ndarray]
-    info: dict = field(default_factory=dict)
-
-
-def utc_now_iso() -> str:
-    """Current UTC time as ISO 8601 with a ``Z`` suffix."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The ``lerobot.frame_signals`` JSON document of a file (ValueError when absent)."""
-    metadata = pq.read_schema(path).metadata or {}
-    if METADATA_KEY not in metadata:
-        raise ValueError(f"{path} is not a lerobot.frame_signals file (no {METADATA_KEY.decode()} metadata)")
-    document = json.loads(metadata[METADATA_KEY])
-    if document.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: unsupported frame_signals schema_version "
-                         f"{document.get('schema_version')!r} (this code reads {SCHEMA_VERSION})")
-    return document
-
-
-def read_frame_signals(path: str | Path) -> tuple[pa.Table, dict]:
-    """The table and its metadata document."""
-    document = read_metadata(path)
-    return pq.read_table(path), document
-
-
-def episode_ids(path: str | Path) -> dict[str, int]:
-    """``episode_id -> episode_index`` of the episodes already in ``path`` (empty if no file)."""
-    if not Path(path).exists():
-        return {}
-    return {e["episode_id"]: int(e["episode_index"]) for e in read_metadata(path)["episodes"]}
-
-
-def arrow_schema(signal_names: Sequence[str]) -> pa.Schema:
-    """The column layout of schema version 1 for these signals (metadata not attached)."""
-    return pa.schema([(name, pa.int64()) for name in INDEX_COLUMNS]
-                     + [(name, pa.float32()) for name in signal_names])
-
-
-def _episode_table(episode: EpisodeSignals, episode_index: int, first_row: int,
-                   signal_names: Sequence[str]) -> pa.Table:
-    frame_index = np.asarray(episode.frame_index, dtype=np.int64)
-    if frame_index.ndim != 1:
-        raise ValueError(f"episode {episode.episode_id!r}: frame_index must be one-dimensional")
-    if set(episode.signals) != set(signal_names):
-        raise ValueError(f"episode {episode.episode_id!r} has signals {sorted(episode.signals)}, "
-                         f"the file declares {sorted(signal_names)}")
-    columns = {
-        "index": np.arange(first_row, first_row + frame_index.size, dtype=np.int64),
-        "episode_index": np.full(frame_index.size, episode_index, dtype=np.int64),
-        "frame_index": frame_index,
-    }
-    for name in signal_names:
-        values = np.asarray(episode.signals[name], dtype=np.float32)
-        if values.shape != frame_index.shape:
-            raise ValueError(f"episode {episode.episode_id!r}: signal {name!r} has {values.size} "
-                             f"values for {frame_index.size} frames")
-        columns[name] = values
-    return pa.table(columns, schema=arrow_schema(signal_names))
-
-
-def append_episodes(path: str | Path, episodes: Sequence[EpisodeSignals],
-                    signals: dict[str, SignalSpec], provenance: Provenance) -> list[int]:
-    """Append episodes to a frame-signals file (created when missing); returns their indices.
-
-    An existing file must declare the same signals and come from the same model, method and
-    instruction (mixing them would make one column mean two things): otherwise ValueError, with
-    a hint to write a new file. Episode ids must be new to the file.
-    """
-    path = Path(path)
-    signal_names = list(signals)
-    descriptors = {name: spec.to_json() for name, spec in signals.items()}
-    if path.exists():
-        old_table, document = read_frame_signals(path)
-        if document["signals"] != descriptors:
-            raise ValueError(f"{path} declares signals {sorted(document['signals'])} described "
-                             "differently; write the new labels to a new file")
-        old = document["provenance"]
-        for key in ("model_id", "method", "instruction"):
-            if old.get(key) != getattr(provenance, key):
-                raise ValueError(f"{path} was labelled with {key}={old.get(key)!r}, not "
-                                 f"{getattr(provenance, key)!r}; write the new labels to a new file")
-        old_table = old_table.select(list(arrow_schema(signal_names).names)).cast(arrow_schema(signal_names))
-        tables = [old_table]
-        listed = document["episodes"]
-        provenance_json = {**old, "updated": utc_now_iso()}
-    else:
-        tables, listed = [], []
-        provenance_json = {**asdict(provenance), "updated": utc_now_iso()}
-    known = {e["episode_id"] for e in listed}
-    next_episode = max((int(e["episode_index"]) for e in listed), default=-1) + 1
-    next_row = sum(t.num_rows for t in tables)
-    assigned = []
-    for episode in episodes:
-        if episode.episode_id in known:
-            raise ValueError(f"episode {episode.episode_id!r} is already in {path}")
-        table = _episode_table(episode, next_episode, next_row, signal_names)
-        tables.append(table)
-        listed.append(json_safe({"episode_index": next_episode, "episode_id": episode.episode_id,
-                                 "num_frames": table.num_rows, **episode.info}))
-        known.add(episode.episode_id)
-        assigned.append(next_episode)
-        next_episode += 1
-        next_row += table.num_rows
-    document = {"schema_version": SCHEMA_VERSION, "signals": descriptors,
-                "provenance": json_safe(provenance_json), "episodes": listed}
-    schema = arrow_schema(signal_names).with_metadata(
-        {METADATA_KEY: json.dumps(document, allow_nan=False).encode()})
-    combined = (pa.concat_tables(tables) if tables else schema.empty_table()).cast(schema)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def is_lerobot_root(path: str | Path) -> bool:
+    """A directory whose ``meta/info.json`` declares ``codebase_version`` v3.x."""
     try:
-        pq.write_table(combined, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return assigned
+        read_info(path)
+    except (ValueError, OSError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def looks_like_hub_id(text: str) -> bool:
+    """``owner/name`` with no such local path: what ``huggingface_hub`` calls a repo id."""
+    parts = text.split("/")
+    return len(parts) == 2 and all(parts) and not Path(text).exists() and not text.startswith(".")
+
+
+def resolve_hub_dataset(repo_id: str) -> Path:
+    """The local snapshot of a Hub dataset, resolved by ``huggingface_hub``.
+
+    ``HF_HUB_OFFLINE=1`` makes it use the local cache only (nothing is downloaded then).
+
+    Raises:
+        ValueError: huggingface_hub cannot resolve it (not cached while offline, unknown id, ...).
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=repo_id, repo_type="dataset"))
+    except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, HTTP errors
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        hint = " (HF_HUB_OFFLINE is set: only the local cache is searched)" if offline else ""
+        raise ValueError(f"no such local path, and cannot resolve Hub dataset {repo_id!r}{hint}: "
+                         f"{type(exc).__name__}: {exc}") from exc
+
+
+def feature_stats(values: np.ndarray) -> dict[str, list]:
+    """The numpy statistics of ``values`` ([N, ...]) over its first axis, as LeRobot stores them."""
+    data = np.asarray(values, dtype=np.float64)
+    if data.ndim == 1:
+        data = data[:, None]
+    stats = {"min": data.min(axis=0), "max": data.max(axis=0), "mean": data.mean(axis=0),
+             "std": data.std(axis=0)}
+    stats.update({name: np.quantile(data, q, axis=0) for name, q in QUANTILES.items()})
+    result = {name: value.tolist() for name, value in stats.items()}
+    result["count"] = [int(data.shape[0])]
+    return {name: result[name] for name in STAT_NAMES}
+
+
+def image_stats(frames: np.ndarray) -> dict[str, list]:
+    """Per-channel statistics of uint8 frames [N, H, W, 3] scaled to [0, 1], LeRobot's [3, 1, 1] shape.
+
+    ``count`` is the number of frames, as in LeRobot's image statistics.
+    """
+    pixels = np.asarray(frames, dtype=np.float64).reshape(-1, 3) / 255.0
+    per_channel = feature_stats(pixels)
+    result = {name: [[[v]] for v in value] for name, value in per_channel.items() if name != "count"}
+    result["count"] = [len(frames)]
+    return {name: result[name] for name in STAT_NAMES}
+
+
+class LeRobotSource:
+    """A LeRobot v3.x dataset on disk, read lazily (episodes table, tasks, frames by episode)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).absolute()
+        self.info = read_info(self.root)
+        self.fps = float(self.info["fps"])
+        self.features: dict = self.info["features"]
+        self.episodes = self._read_episodes()
+        self.tasks = self._read_tasks()
+
+    @property
+    def video_keys(self) -> list[str]:
+        """Camera features stored as MP4 video."""
+        return [key for key, spec in self.features.items() if spec.get("dtype") == "video"]
+
+    @property
+    def image_keys(self) -> list[str]:
+        """Camera features stored as encoded images inside the data Parquet files."""
+        return [key for key, spec in self.features.items() if spec.get("dtype") == "image"]
+
+    def camera(self, key: str | None) -> str:
+        """The camera feature to label: ``key``, else the only or first video (then image) feature."""
+        cameras = self.video_keys + self.image_keys
+        if not cameras:
+            raise ValueError(f"{self.root}: the dataset has no video or image feature to label")
+        if key is None:
+            return cameras[0]
+        if key not in cameras:
+            raise ValueError(f"{self.root}: no camera feature {key!r}; cameras: {', '.join(cameras)}")
+        return key
+
+    def _read_episodes(self) -> list[dict]:
+        import pyarrow.parquet as pq
+
+        files = sorted((self.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))
+        if not files:
+            raise ValueError(f"{self.root}: no episodes table (meta/episodes/chunk-*/file-*.parquet)")
+        rows = []
+        for path in files:
+            names = [n for n in pq.read_schema(path).names if not n.startswith("stats/")]
+            rows.extend(pq.read_table(path, columns=names).to_pylist())
+        rows.sort(key=lambda row: row["episode_index"])
+        indices = [row["episode_index"] for row in rows]
+        if indices != list(range(len(rows))):
+            raise ValueError(f"{self.root}: episode indices are not 0..{len(rows) - 1}")
+        return rows
+
+    def _read_tasks(self) -> dict[int, str]:
+        import pandas as pd
+
+        path = self.root / "meta" / "tasks.parquet"
+        if not path.is_file():
+            raise ValueError(f"{self.root}: no meta/tasks.parquet")
+        table = pd.read_parquet(path)
+        return {int(index): str(task) for task, index in zip(table.index, table["task_index"], strict=True)}
+
+    def data_file(self, chunk_index: int, file_index: int) -> Path:
+        """Absolute path of one data Parquet file."""
+        template = self.info.get("data_path", DATA_PATH)
+        return self.root / template.format(chunk_index=int(chunk_index), file_index=int(file_index))
+
+    def video_file(self, key: str, chunk_index: int, file_index: int) -> Path:
+        """Absolute path of one camera's MP4 file."""
+        template = self.info.get("video_path") or VIDEO_PATH
+        return self.root / template.format(video_key=key, chunk_index=int(chunk_index),
+                                           file_index=int(file_index))
+
+    def data_files(self) -> list[Path]:
+        """Every data Parquet file the episodes table refers to, in order."""
+        paths = (self.data_file(e["data/chunk_index"], e["data/file_index"]) for e in self.episodes)
+        return list(dict.fromkeys(paths))
+
+    def episode_task(self, episode_index: int) -> str:
+        """The episode's task string (its first, when it lists several)."""
+        tasks = self.episodes[episode_index].get("tasks") or []
+        if not tasks:
+            raise ValueError(f"{self.root}: episode {episode_index} has no task")
+        return str(tasks[0])
+
+    def episode_frames(self, episode_index: int, camera: str) -> Iterator[Frame]:
+        """The episode's frames of one camera, in order, decoded one at a time.
+
+        ``stamp`` is the time since the episode's first frame (``frame_index / fps``).
+
+        Raises:
+            ValueError: the camera is unknown or its frames do not match the episode's length.
+        """
+        episode = self.episodes[episode_index]
+        length = int(episode["length"])
+        camera = self.camera(camera)
+        if camera in self.video_keys:
+            from spatial_mllm_ros.reward.video import decode_episode
+
+            prefix = f"videos/{camera}/"
+            path = self.video_file(camera, episode[prefix + "chunk_index"], episode[prefix + "file_index"])
+            frames = decode_episode(path, float(episode[prefix + "from_timestamp"]),
+                                    float(episode[prefix + "to_timestamp"]), self.fps)
+            count = 0
+            for count, (_, rgb) in enumerate(frames, start=1):
+                if count > length:
+                    break
+                yield Frame(stamp=(count - 1) / self.fps, camera_id=camera, rgb=rgb)
+        else:
+            count = yield from self._parquet_images(episode, camera)
+        if count != length:
+            raise ValueError(f"{self.root}: episode {episode_index} has {length} frames but "
+                             f"{count} {camera} frames in its range")
+
+    def _parquet_images(self, episode: dict, camera: str):
+        """Frames of an image feature stored in the data file (``{bytes, path}`` structs)."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+        from PIL import Image
+
+        path = self.data_file(episode["data/chunk_index"], episode["data/file_index"])
+        table = pq.read_table(path, columns=["episode_index", "frame_index", camera],
+                              filters=[("episode_index", "=", int(episode["episode_index"]))])
+        table = table.take(pc.sort_indices(table, [("frame_index", "ascending")]))
+        count = 0
+        for count, cell in enumerate(table.column(camera).to_pylist(), start=1):
+            data = cell.get("bytes") if isinstance(cell, dict) else None
+            if not data:
+                raise ValueError(f"{path}: {camera} frame {count - 1} holds no encoded image bytes")
+            with Image.open(io.BytesIO(data)) as image:
+                rgb = np.asarray(image.convert("RGB"))
+            yield Frame(stamp=(count - 1) / self.fps, camera_id=camera, rgb=rgb)
+        return count

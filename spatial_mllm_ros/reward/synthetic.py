@@ -6,7 +6,7 @@ Reward labelling needs trajectories with a ground truth to test and benchmark ag
 box slides at constant speed across a table in front of a static camera, so the true progress of
 frame k of n is ``k / (n - 1)`` and the box has moved ``k / (n - 1) * push_distance`` metres. The
 depth image (float32 metres) shows the box nearer than the table. Bags are written with
-``rosbags`` (topics as in :data:`spatial_mllm_ros.reward.label.DEFAULT_TOPICS`: colour rgb8, depth
+``rosbags`` (topics as in :data:`spatial_mllm_ros.reward.episodes.DEFAULT_TOPICS`: colour rgb8, depth
 32FC1, camera_info, camera pose), so the bag reader and the labelling CLI see a real recording.
 """
 

@@ -40,7 +40,7 @@ from spatial_mllm_ros.action import ScoreTrajectory
 from spatial_mllm_ros.core.buffer import FrameBuffer
 from spatial_mllm_ros.msg import TrajectoryReward
 from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator, TrajectoryScores
-from spatial_mllm_ros.reward.label import DEFAULT_TOPICS, LabelOptions, label_bag
+from spatial_mllm_ros.reward.episodes import DEFAULT_TOPICS, LabelOptions, score_recording
 from spatial_mllm_ros.ros import conversions as conv
 from spatial_mllm_ros.ros.runtime import parameter_descriptor, run
 
@@ -283,8 +283,8 @@ class RewardAnnotatorNode(Node):
             options = LabelOptions(instruction=goal.instruction, mode=goal.mode, target=target,
                                    stride=stride, image_topic=goal.topic or self._param("image_topic"),
                                    start=start, end=end)
-            outcome = label_bag(annotator, bag, episode_id, options, progress_callback=feedback,
-                                cancel_event=cancel)
+            outcome = score_recording(annotator, bag, episode_id, options, progress_callback=feedback,
+                                      cancel_event=cancel)
             if outcome.scores is None:
                 raise ValueError(outcome.error)
             return outcome.scores, episode_id, outcome.error
