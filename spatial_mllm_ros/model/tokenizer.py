@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 import tiktoken
 
@@ -143,3 +144,8 @@ def build_chat_input_ids(
         ]
     ids += [*text(prompt), im_end, *text("\n"), im_start, *text("assistant\n")]
     return ids
+
+
+def load_checkpoint_tokenizer(model_dir: str | Path) -> QwenTokenizer:
+    """The tokenizer for a checkpoint directory (the offline Qwen2.5 one when it ships no tokenizer files)."""
+    return load_qwen_tokenizer()
