@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -191,7 +192,7 @@ def export_llm_onnx(model: nn.Module, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     shape = LLMShape.of(model)
-    parameter = next(model.parameters())
+    parameter = next(model.model.language_model.parameters())
     graph = LanguageModelGraph(model).eval()
     example = _example_inputs(shape, parameter.dtype, parameter.device)
     inputs = [*LLM_INPUTS, *past_names(shape.num_layers)]
@@ -261,7 +262,13 @@ def quantize_llm_onnx(source: str | Path, target: str | Path, options: QuantOpti
         bits=options.bits,
     )
     quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), algo_config=config)
-    quantizer.process()
+    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # it logs every node it looks at
+    try:
+        quantizer.process()
+    finally:
+        logger.setLevel(level)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.stem}-") as scratch:
         tmp = Path(scratch) / target.name
         proto = quantizer.model.model
