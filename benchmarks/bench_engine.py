@@ -66,6 +66,8 @@ def add_arguments(parser):
                              "OpenMP spin-waiting on a shared, oversubscribed CPU inflates small ops")
     parser.add_argument("--llm-preset", default="mid", help="preset of the LLM torch-vs-ONNX comparison")
     parser.add_argument("--llm-steps", type=int, default=32, help="decode steps per LLM measurement")
+    parser.add_argument("--llm-routes", action="store_true",
+                        help="also compare LLM export routes (torch.export; onnxruntime-genai if installed)")
     parser.add_argument("--no-full-width-llm", dest="full_width_llm", action="store_false",
                         help="skip exporting the real-width LLM layers (graph bytes for the Orin estimate)")
 
@@ -164,7 +166,84 @@ def _teacher_forced(runner, decoder, embeds, positions, forced, steps):
     return prefill, step_times, chosen, torch.cat(all_logits)
 
 
-def _llm_backends(qa, frames, export_dir, repeats, steps, figures):
+class _LastLogits:
+    """A runner whose graph returns every position's logits, cut to the last (onnxruntime-genai's graph)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def __call__(self, *inputs):
+        logits, present = self.runner(*inputs)
+        return logits[:, -1], present
+
+
+def _export_routes(qa, runners, prompt, reference_ids, reference_logits, export_dir, repeats, steps, figures):
+    """The export routes side by side: TorchScript tracer (used), torch.export (dynamo), onnxruntime-genai.
+
+    onnxruntime-genai's model builder reads a stock Qwen2.5-VL folder (``export-llm`` writes one) and is
+    measured only when the package is importable (it is not a project dependency).
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    from torch.export import Dim
+
+    from spatial_mllm_ros.engine.llm_onnx import (
+        LLM_INPUTS,
+        LanguageModelGraph,
+        example_inputs,
+        past_names,
+        present_names,
+    )
+    from spatial_mllm_ros.model.export_llm import write_stock_checkpoint
+
+    shape = LLMShape.of(qa.model)
+    threads = torch.get_num_threads()
+    started = time.perf_counter()
+    export_llm_onnx(qa.model, Path(export_dir) / "route_torchscript" / "llm.onnx")
+    figures["llm_route_torchscript_export_s"] = round(time.perf_counter() - started, 2)
+    dynamo_path = Path(export_dir) / "route_dynamo" / "llm.onnx"
+    dynamo_path.parent.mkdir(parents=True, exist_ok=True)
+    batch, length = Dim("batch", min=1, max=64), Dim("length", min=1, max=8192)
+    past, total = Dim("past", min=0, max=8192), Dim("total", min=1, max=16384)
+    dynamic = ({0: batch, 1: length}, {0: batch, 1: total}, {1: batch, 2: length},
+               tuple({0: batch, 2: past} for _ in range(2 * shape.num_layers)))
+    started = time.perf_counter()
+    example = example_inputs(shape, torch.float32, torch.device("cpu"))
+    torch.onnx.export(LanguageModelGraph(qa.model).eval(), example, str(dynamo_path), dynamo=True,
+                      dynamic_shapes=dynamic, verbose=False,
+                      input_names=[*LLM_INPUTS, *past_names(shape.num_layers)],
+                      output_names=["logits", *present_names(shape.num_layers)])
+    figures["llm_route_dynamo_export_s"] = round(time.perf_counter() - started, 2)
+    candidates = {"dynamo": OnnxLanguageModel(dynamo_path, shape, intra_op_threads=threads)}
+    if importlib.util.find_spec("onnxruntime_genai") is not None:
+        stock = Path(export_dir) / "route_stock"
+        write_stock_checkpoint(qa.model_dir, stock)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(stock), "-o",
+                        str(stock / "genai"), "-p", "fp32", "-e", "cpu", "-c", str(stock / "cache"),
+                        "--extra_options", "exclude_embeds=true"], check=True, capture_output=True)
+        figures["llm_route_genai_export_s"] = round(time.perf_counter() - started, 2)
+        candidates["genai"] = _LastLogits(OnnxLanguageModel(stock / "genai" / "model.onnx", shape,
+                                                            intra_op_threads=threads))
+    for name, runner in candidates.items():
+        _, _, _, logits = _teacher_forced(runner, *prompt, reference_ids, steps)
+        figures[f"llm_route_{name}_logits_max_abs_diff"] = float((logits - reference_logits).abs().max())
+    prefill = {name: [] for name in ("torchscript", *candidates)}
+    decode = {name: [] for name in prefill}
+    timed = {"torchscript": runners["ort_fp32"], **candidates}
+    for _ in range(repeats):
+        for name, runner in timed.items():
+            seconds, step_times, _, _ = _teacher_forced(runner, *prompt, reference_ids, steps)
+            prefill[name].append(seconds * 1000)
+            decode[name].append(statistics.median(step_times))
+    for name in timed:
+        figures[f"llm_route_{name}_prefill_16f_ms"] = _median_ms(prefill[name])
+        figures[f"llm_route_{name}_decode_tokens_per_s"] = round(1.0 / statistics.median(decode[name]), 2)
+
+
+def _llm_backends(qa, frames, export_dir, repeats, steps, figures, routes=False):
     """Torch eager vs the ONNX graph (fp32, INT4) for the language model on one 16-frame prompt."""
     chosen = [frames[i] for i in qa.selector.select(frames, qa.max_frames).indices]
     encoded = qa._prepare_and_encode(chosen, Selection(list(range(len(chosen))), "given", len(chosen)), 0.0)
@@ -207,6 +286,9 @@ def _llm_backends(qa, frames, export_dir, repeats, steps, figures):
     for name in ("ort_fp32", "ort_int4"):
         ratio = figures[f"llm_decode_tokens_per_s_{name}"] / torch_rate
         figures[f"llm_{name}_over_torch_decode_ratio"] = round(ratio, 3)
+    if routes:
+        reference = (reference_ids, reference_logits)
+        _export_routes(qa, runners, prompt, *reference, export_dir, repeats, steps, figures)
     figures["llm_fp32_graph_megabytes"] = round(graph_bytes(plain) / 1e6, 2)
     figures["llm_int4_graph_megabytes"] = round(graph_bytes(int4) / 1e6, 2)
     figures["llm_int4_bytes_over_fp32_ratio"] = round(graph_bytes(int4) / graph_bytes(plain), 4)
@@ -273,6 +355,7 @@ def run(args) -> dict:
                 if preset == "mid" or args.quick:
                     _cache_payoff(qa, frames, repeats, prefix, figures)
                 if device == "cpu" and preset == args.llm_preset:
-                    _llm_backends(qa, frames, Path(tmp) / "export", max(3, repeats), args.llm_steps, figures)
+                    _llm_backends(qa, frames, Path(tmp) / "export", max(3, repeats), args.llm_steps, figures,
+                                  args.llm_routes)
                 qa.close()
     return figures

@@ -169,9 +169,10 @@ class LanguageModelGraph(nn.Module):
         return (logits, *presents)
 
 
-def _example_inputs(
+def example_inputs(
     shape: LLMShape, dtype: torch.dtype, device: torch.device, past: int = 3, length: int = 2
 ) -> tuple[Tensor, ...]:
+    """Random graph inputs (past 3, 2 new tokens) to trace the export with; past > 0 keeps every path in."""
     generator = torch.Generator().manual_seed(0)
     embeds = torch.randn(1, length, shape.hidden_size, generator=generator).to(device, dtype)
     mask = torch.ones(1, past + length, dtype=torch.long, device=device)
@@ -194,7 +195,7 @@ def export_llm_onnx(model: nn.Module, path: str | Path) -> Path:
     shape = LLMShape.of(model)
     parameter = next(model.model.language_model.parameters())
     graph = LanguageModelGraph(model).eval()
-    example = _example_inputs(shape, parameter.dtype, parameter.device)
+    example = example_inputs(shape, parameter.dtype, parameter.device)
     inputs = [*LLM_INPUTS, *past_names(shape.num_layers)]
     outputs = ["logits", *present_names(shape.num_layers)]
     dynamic_axes: dict[str, dict[int, str]] = {

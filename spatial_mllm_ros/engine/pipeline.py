@@ -122,9 +122,9 @@ class SpatialQA:
     """Visual-spatial question answering over a list of frames.
 
     Args:
-        model_dir: local Spatial-MLLM checkpoint directory, or None (every ask answers "no model loaded").
-        model_dir: a local checkpoint directory or a Hub id ``org/name[@revision]`` (resolved from
-            the local Hugging Face cache, downloaded when online; see :mod:`spatial_mllm_ros.model.hub`).
+        model_dir: a local Spatial-MLLM checkpoint directory or a Hub id ``org/name[@revision]`` (resolved
+            from the local Hugging Face cache, downloaded when online; see :mod:`spatial_mllm_ros.model.hub`),
+            or None (every ask answers "no model loaded").
         backend: visual encoder backend: "torch", "onnxruntime" or "tensorrt".
         llm_backend: language-model backend: "torch", "onnxruntime" (the exported graph with its KV
             cache, :mod:`~spatial_mllm_ros.engine.llm_onnx`) or "tensorrt"; ``llm_options`` its options
@@ -199,6 +199,7 @@ class SpatialQA:
         self.backend: VisualBackend | None = None
         self._decoder: PrefixDecoder | None = None
         self.llm: Any = None
+        self.model_dir: Path | None = None
         self._lock = threading.RLock()
         if model_dir is None:
             return
@@ -207,6 +208,7 @@ class SpatialQA:
         model_dir = resolve_model_path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"no Spatial-MLLM checkpoint at {model_dir} (config.json missing)")
+        self.model_dir = model_dir
         from spatial_mllm_ros.engine.llm_onnx import make_language_model
         from spatial_mllm_ros.model.modeling_spatial_mllm import SpatialMLLMForConditionalGeneration
         from spatial_mllm_ros.model.tokenizer import load_checkpoint_tokenizer
