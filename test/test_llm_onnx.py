@@ -290,3 +290,35 @@ def test_tensorrt_llm_backend_gives_torch_ids(tiny_dir, tmp_path):
     finally:
         engine.close()
         reference.close()
+
+
+def test_llm_engine_cache_keys_and_stale_rebuilds(fixture_graph, tmp_path):
+    """The LLM graph follows the visual graph's engine cache rules (builder injected: no TensorRT here)."""
+    from spatial_mllm_ros.engine.llm_onnx import llm_shape_profile
+    from spatial_mllm_ros.engine.trt import EngineCache, TrtEnvironment, make_engine_key
+
+    _, path = fixture_graph
+    shape = LLMShape(num_layers=2, num_kv_heads=2, head_dim=16, hidden_size=64, vocab_size=1024)
+    calls = []
+
+    def builder(onnx_path, profile, precision):
+        calls.append((onnx_path, profile, precision))
+        return f"engine for {profile.to_jsonable()} {precision}".encode()
+
+    orin = TrtEnvironment("Orin", (8, 7), "10.3.0")
+    profile = llm_shape_profile(shape, max_batch=8, max_length=2048)
+    ranges = dict((name, (low, high)) for name, low, _, high in profile.inputs)
+    assert ranges["inputs_embeds"] == ((1, 1, 64), (8, 2048, 64))
+    assert ranges["past_key_values.1.value"] == ((1, 2, 1, 16), (8, 2, 2048, 16))
+    cache = EngineCache(tmp_path / "engines", builder=builder)
+    key = make_engine_key(path, profile, "fp16", orin)
+    _, engine_path, built = cache.get_or_build(key, path, name="llm")
+    assert built and engine_path.name.startswith("llm-")
+    assert not cache.get_or_build(key, path, name="llm")[2]  # loaded, not rebuilt
+    for other in (make_engine_key(path, llm_shape_profile(shape, 8, 4096), "fp16", orin),
+                  make_engine_key(path, profile, "fp16", TrtEnvironment("Orin", (8, 7), "10.7.0")),
+                  make_engine_key(path, profile, "fp32", orin)):
+        _, other_path, rebuilt = cache.get_or_build(other, path, name="llm")
+        assert rebuilt and other_path != engine_path and not engine_path.exists()  # the stale one is removed
+        engine_path = other_path
+    assert len(calls) == 4 and len(list((tmp_path / "engines").glob("llm-*.engine"))) == 1
