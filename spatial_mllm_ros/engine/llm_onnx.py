@@ -372,6 +372,12 @@ class OnnxLanguageModel:
         self.providers = [p for p in wanted if p in available]
         if not self.providers:
             raise ValueError(f"none of the ONNX Runtime providers {wanted} is available (have {available})")
+        if device != "cpu" and self.providers == ["CPUExecutionProvider"]:
+            raise ValueError(
+                f"llm_backend onnxruntime on {device} needs a GPU build of ONNX Runtime "
+                f"(CUDA/TensorRT provider; this one has {available})"
+            )
+        self.device = torch.device(device)
         options: list[Any] = []
         for provider in self.providers:
             if provider == "TensorrtExecutionProvider":
@@ -426,10 +432,13 @@ class OnnxLanguageModel:
             feeds[name] = _numpy(tensor)
         logits, *present = self.session.run(self._outputs, feeds)
         pairs = tuple(
-            (torch.from_numpy(present[2 * i]), torch.from_numpy(present[2 * i + 1]))
+            (
+                torch.from_numpy(present[2 * i]).to(self.device),
+                torch.from_numpy(present[2 * i + 1]).to(self.device),
+            )
             for i in range(self.shape.num_layers)
         )
-        return torch.from_numpy(logits), pairs
+        return torch.from_numpy(logits).to(self.device), pairs
 
 
 class TensorRTLanguageModel(OnnxLanguageModel):
