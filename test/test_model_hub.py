@@ -4,6 +4,7 @@
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -81,6 +82,11 @@ def test_parsing_and_local_directories_win(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "org" / "name").mkdir(parents=True)
     assert resolve_model_path("org/name").resolve() == tmp_path / "org" / "name"
+    assert resolve_model_path(Path("org/name")).resolve() == tmp_path / "org" / "name"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(FileNotFoundError, match="no local directory has that name"):
+        resolve_model_path(Path("org/other"))  # a Path that does not exist is tried as a Hub id too
 
 
 def test_spatialqa_and_download_take_a_hub_id(offline_cache, capsys):

@@ -96,7 +96,7 @@ def fetch_checkpoint(
 def resolve_model_path(spec: str | Path, cache_dir: str | Path | None = None) -> Path:
     """A local checkpoint directory for ``spec``: an existing directory as is, a Hub id through the cache."""
     path = Path(spec)
-    if path.exists() or isinstance(spec, Path):
+    if path.exists():
         return path
     parsed = parse_hub_id(str(spec))
     if parsed is None:
