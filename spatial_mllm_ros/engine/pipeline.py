@@ -130,6 +130,7 @@ class SpatialQA:
             cache, :mod:`~spatial_mllm_ros.engine.llm_onnx`) or "tensorrt"; ``llm_options`` its options
             (``quantization`` "none"/"int8"/"int4", ``block_size``, ``symmetric``, ``accuracy_level``,
             ``providers``, ``intra_op_threads``; TensorRT: ``precision``, ``max_batch``, ``max_length``).
+            Off torch, the torch decoder layers are released (``keep_torch_layers`` keeps them).
         device: "cpu" or "cuda[:N]".
         dtype: "float32", "bfloat16" or "float16".
         selector: frame selector name (``core.selection.make_selector``); ``selector_params`` its options.
@@ -222,6 +223,10 @@ class SpatialQA:
         self.backend = make_backend(backend, self.model, export_root, model_id=self.model_id,
                                     **dict(backend_options or {}))
         self.llm = make_language_model(llm_backend, self.model, export_root, self.model_id, llm_options)
+        if self.llm.name != "torch" and not dict(llm_options or {}).get("keep_torch_layers", False):
+            # the runner holds the decoder now; the embedding table (tied lm_head) stays for inputs_embeds
+            self.model.model.language_model.layers = torch.nn.ModuleList()
+            gc.collect()
         self._eos_ids, self._pad_id = self._special_ids()
         self._decoder = PrefixDecoder(self.model, self._eos_ids, self._pad_id, self.llm)
         from spatial_mllm_ros.engine.vggt_selection import with_vggt_route
