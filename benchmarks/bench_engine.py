@@ -7,7 +7,11 @@ For each random checkpoint preset (tiny, mid) and each device (CPU; CUDA when to
   feature cache off (selection, preparation, visual encoding, generation, total), medians;
 - on CPU: the exported ONNX visual graph vs torch eager: max abs difference and encode time ratio;
 - 8 questions on the same 16 frames with the cache vs without (one-by-one asks, side by side in
-  the same run, alternating), plus the batched ``ask_many``.
+  the same run, alternating), plus the batched ``ask_many``;
+- on the mid preset (CPU): the language model on torch eager vs its exported ONNX graph (fp32 and
+  INT4 weight-only) on the 16-frame prompt: greedy agreement, logits error, prefill time, decode
+  tokens/s (alternating rounds), graph bytes; and the graph bytes of the real 3B widths (1 and 2
+  decoder layers exported in fp16, then INT8/INT4), from which the README's AGX Orin estimate is made.
 """
 
 from __future__ import annotations
@@ -23,6 +27,17 @@ from spatial_mllm_ros.core.synthetic_rgbd import make_room_scan
 from spatial_mllm_ros.engine import SpatialQA
 from spatial_mllm_ros.engine.backends import OnnxRuntimeBackend, TorchBackend
 from spatial_mllm_ros.engine.cache import FeatureCache
+from spatial_mllm_ros.engine.decoding import TorchLanguageModel
+from spatial_mllm_ros.engine.llm_onnx import (
+    LLMShape,
+    OnnxLanguageModel,
+    QuantOptions,
+    ensure_llm_graph,
+    export_llm_onnx,
+    graph_bytes,
+    quantize_llm_onnx,
+)
+from spatial_mllm_ros.engine.pipeline import Selection
 from spatial_mllm_ros.model.preprocessing import prepare_video
 from spatial_mllm_ros.model.tiny import make_tiny_checkpoint
 
@@ -49,6 +64,12 @@ def add_arguments(parser):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and ONNX Runtime CPU threads (0 = torch's default); 1 by default because "
                              "OpenMP spin-waiting on a shared, oversubscribed CPU inflates small ops")
+    parser.add_argument("--llm-preset", default="mid", help="preset of the LLM torch-vs-ONNX comparison")
+    parser.add_argument("--llm-steps", type=int, default=32, help="decode steps per LLM measurement")
+    parser.add_argument("--llm-routes", action="store_true",
+                        help="also compare LLM export routes (torch.export; onnxruntime-genai if installed)")
+    parser.add_argument("--no-full-width-llm", dest="full_width_llm", action="store_false",
+                        help="skip exporting the real-width LLM layers (graph bytes for the Orin estimate)")
 
 
 def _median_ms(samples):
@@ -121,6 +142,195 @@ def _cache_payoff(qa, frames, repeats, prefix, figures, cache_bytes=1 << 30):
     figures[f"{prefix}_batched_speedup_ratio"] = round(_median_ms(uncached) / _median_ms(batched), 3)
 
 
+def _teacher_forced(runner, decoder, embeds, positions, forced, steps):
+    """Prefill, then ``steps`` one-token steps feeding ``forced`` tokens (or the runner's own argmax).
+
+    Returns (prefill s, per-step s, tokens chosen, logits [steps+1, vocab]).
+    """
+    length = embeds.shape[1]
+    ones = torch.ones(1, length, dtype=torch.long)
+    started = time.perf_counter()
+    logits, past = runner(embeds, ones, positions, None)
+    prefill = time.perf_counter() - started
+    after = int(positions.max()) + 1
+    chosen, all_logits, step_times = [], [logits], []
+    for step in range(steps):
+        chosen.append(int(logits.argmax(-1)))
+        token = forced[step] if forced is not None else chosen[-1]
+        step_embeds = decoder.embed(torch.tensor([[token]]))
+        mask = torch.ones(1, length + step + 1, dtype=torch.long)
+        started = time.perf_counter()
+        logits, past = runner(step_embeds, mask, torch.full((3, 1, 1), after + step), past)
+        step_times.append(time.perf_counter() - started)
+        all_logits.append(logits)
+    return prefill, step_times, chosen, torch.cat(all_logits)
+
+
+class _LastLogits:
+    """A runner whose graph returns every position's logits, cut to the last (onnxruntime-genai's graph)."""
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def __call__(self, *inputs):
+        logits, present = self.runner(*inputs)
+        return logits[:, -1], present
+
+
+def _export_routes(qa, runners, prompt, reference_ids, reference_logits, export_dir, repeats, steps, figures):
+    """The export routes side by side: TorchScript tracer (used), torch.export (dynamo), onnxruntime-genai.
+
+    onnxruntime-genai's model builder reads a stock Qwen2.5-VL folder (``export-llm`` writes one) and is
+    measured only when the package is importable (it is not a project dependency).
+    """
+    import importlib.util
+    import subprocess
+    import sys
+
+    from torch.export import Dim
+
+    from spatial_mllm_ros.engine.llm_onnx import (
+        LLM_INPUTS,
+        LanguageModelGraph,
+        example_inputs,
+        past_names,
+        present_names,
+    )
+    from spatial_mllm_ros.model.export_llm import write_stock_checkpoint
+
+    shape = LLMShape.of(qa.model)
+    threads = torch.get_num_threads()
+    started = time.perf_counter()
+    export_llm_onnx(qa.model, Path(export_dir) / "route_torchscript" / "llm.onnx")
+    figures["llm_route_torchscript_export_s"] = round(time.perf_counter() - started, 2)
+    dynamo_path = Path(export_dir) / "route_dynamo" / "llm.onnx"
+    dynamo_path.parent.mkdir(parents=True, exist_ok=True)
+    batch, length = Dim("batch", min=1, max=64), Dim("length", min=1, max=8192)
+    past, total = Dim("past", min=0, max=8192), Dim("total", min=1, max=16384)
+    dynamic = ({0: batch, 1: length}, {0: batch, 1: total}, {1: batch, 2: length},
+               tuple({0: batch, 2: past} for _ in range(2 * shape.num_layers)))
+    started = time.perf_counter()
+    example = example_inputs(shape, torch.float32, torch.device("cpu"))
+    torch.onnx.export(LanguageModelGraph(qa.model).eval(), example, str(dynamo_path), dynamo=True,
+                      dynamic_shapes=dynamic, verbose=False,
+                      input_names=[*LLM_INPUTS, *past_names(shape.num_layers)],
+                      output_names=["logits", *present_names(shape.num_layers)])
+    figures["llm_route_dynamo_export_s"] = round(time.perf_counter() - started, 2)
+    candidates = {"dynamo": OnnxLanguageModel(dynamo_path, shape, intra_op_threads=threads)}
+    if importlib.util.find_spec("onnxruntime_genai") is not None:
+        stock = Path(export_dir) / "route_stock"
+        write_stock_checkpoint(qa.model_dir, stock)
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(stock), "-o",
+                        str(stock / "genai"), "-p", "fp32", "-e", "cpu", "-c", str(stock / "cache"),
+                        "--extra_options", "exclude_embeds=true"], check=True, capture_output=True)
+        figures["llm_route_genai_export_s"] = round(time.perf_counter() - started, 2)
+        candidates["genai"] = _LastLogits(OnnxLanguageModel(stock / "genai" / "model.onnx", shape,
+                                                            intra_op_threads=threads))
+    for name, runner in candidates.items():
+        _, _, _, logits = _teacher_forced(runner, *prompt, reference_ids, steps)
+        figures[f"llm_route_{name}_logits_max_abs_diff"] = float((logits - reference_logits).abs().max())
+    prefill = {name: [] for name in ("torchscript", *candidates)}
+    decode = {name: [] for name in prefill}
+    timed = {"torchscript": runners["ort_fp32"], **candidates}
+    for _ in range(repeats):
+        for name, runner in timed.items():
+            seconds, step_times, _, _ = _teacher_forced(runner, *prompt, reference_ids, steps)
+            prefill[name].append(seconds * 1000)
+            decode[name].append(statistics.median(step_times))
+    for name in timed:
+        figures[f"llm_route_{name}_prefill_16f_ms"] = _median_ms(prefill[name])
+        figures[f"llm_route_{name}_decode_tokens_per_s"] = round(1.0 / statistics.median(decode[name]), 2)
+
+
+def _llm_backends(qa, frames, export_dir, repeats, steps, figures, routes=False):
+    """Torch eager vs the ONNX graph (fp32, INT4) for the language model on one 16-frame prompt."""
+    chosen = [frames[i] for i in qa.selector.select(frames, qa.max_frames).indices]
+    encoded = qa._prepare_and_encode(chosen, Selection(list(range(len(chosen))), "given", len(chosen)), 0.0)
+    entry = encoded.entry
+    ids = qa._chat_ids(QUESTIONS[0]["question"], entry.num_video_tokens)
+    decoder = qa._decoder
+    positions = decoder._positions(ids, entry.video_grid_thw, entry.second_per_grid_ts)[:, None]
+    embeds = decoder.embed(torch.tensor([ids]), entry.fused)
+    threads = torch.get_num_threads()
+    shape = LLMShape.of(qa.model)
+    plain = ensure_llm_graph(qa.model, export_dir, qa.model_id, QuantOptions())
+    int4 = ensure_llm_graph(qa.model, export_dir, qa.model_id, QuantOptions(bits=4, block_size=32))
+    runners = {
+        "torch": TorchLanguageModel(qa.model),
+        "ort_fp32": OnnxLanguageModel(plain, shape, intra_op_threads=threads),
+        "ort_int4": OnnxLanguageModel(int4, shape, intra_op_threads=threads),
+    }
+    prompt = (decoder, embeds, positions)
+    _, _, reference_ids, reference_logits = _teacher_forced(runners["torch"], *prompt, None, steps)
+    _, _, onnx_ids, onnx_logits = _teacher_forced(runners["ort_fp32"], *prompt, None, steps)
+    _, _, int4_ids, int4_logits = _teacher_forced(runners["ort_int4"], *prompt, reference_ids, steps)
+    figures["llm_prompt_tokens_16f"] = len(ids)
+    figures["llm_onnx_greedy_same_as_torch"] = int(onnx_ids == reference_ids)
+    figures["llm_onnx_logits_max_abs_diff"] = float((onnx_logits - reference_logits).abs().max())
+    figures["llm_logits_max_abs_torch"] = float(reference_logits.abs().max())
+    figures["llm_int4_logits_max_abs_diff"] = float((int4_logits - reference_logits).abs().max())
+    figures["llm_int4_greedy_steps_same_as_torch_fraction"] = round(
+        sum(a == b for a, b in zip(int4_ids, reference_ids, strict=True)) / steps, 3)
+    prefill = {name: [] for name in runners}
+    decode = {name: [] for name in runners}
+    for _ in range(repeats):  # alternating rounds: the three backends see the same machine state
+        for name, runner in runners.items():
+            seconds, step_times, _, _ = _teacher_forced(runner, *prompt, reference_ids, steps)
+            prefill[name].append(seconds * 1000)
+            decode[name].append(statistics.median(step_times))
+    for name in runners:
+        figures[f"llm_prefill_16f_ms_{name}"] = _median_ms(prefill[name])
+        figures[f"llm_decode_tokens_per_s_{name}"] = round(1.0 / statistics.median(decode[name]), 2)
+    torch_rate = figures["llm_decode_tokens_per_s_torch"]
+    for name in ("ort_fp32", "ort_int4"):
+        ratio = figures[f"llm_decode_tokens_per_s_{name}"] / torch_rate
+        figures[f"llm_{name}_over_torch_decode_ratio"] = round(ratio, 3)
+    if routes:
+        reference = (reference_ids, reference_logits)
+        _export_routes(qa, runners, prompt, *reference, export_dir, repeats, steps, figures)
+    figures["llm_fp32_graph_megabytes"] = round(graph_bytes(plain) / 1e6, 2)
+    figures["llm_int4_graph_megabytes"] = round(graph_bytes(int4) / 1e6, 2)
+    figures["llm_int4_bytes_over_fp32_ratio"] = round(graph_bytes(int4) / graph_bytes(plain), 4)
+
+
+def _full_width_graph_bytes(work_dir, figures):
+    """Graph bytes at the real Qwen2.5-VL-3B widths, 1 and 2 decoder layers, fp16 -> INT8 / INT4.
+
+    Layers are identical, so bytes(36 layers) = bytes(1) + 35 * (bytes(2) - bytes(1)), exactly.
+    Random weights: sizes are real, nothing else is.
+    """
+    import json
+
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from spatial_mllm_ros.model.loading import load_config
+    from spatial_mllm_ros.model.tiny import preset_config
+
+    sizes = {}
+    for layers in (1, 2):
+        config = preset_config("full")
+        config["num_hidden_layers"] = layers
+        config["vision_config"].update(depth=1, fullatt_block_indexes=[0])
+        folder = Path(work_dir) / f"full_width_{layers}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").write_text(json.dumps(config))
+        model = Qwen2_5_VLForConditionalGeneration(load_config(folder)).to(torch.float16).eval()
+        fp16 = export_llm_onnx(model, folder / "llm.onnx")
+        del model
+        sizes[(layers, "fp16")] = graph_bytes(fp16)
+        for bits in (8, 4):
+            quantized = quantize_llm_onnx(fp16, folder / f"llm-int{bits}.onnx", QuantOptions(bits=bits))
+            sizes[(layers, f"int{bits}")] = graph_bytes(quantized)
+    for kind in ("fp16", "int8", "int4"):
+        per_layer = sizes[(2, kind)] - sizes[(1, kind)]
+        full = sizes[(1, kind)] + 35 * per_layer
+        figures[f"llm_3b_{kind}_graph_gigabytes_36_layers"] = round(full / 1e9, 3)
+        figures[f"llm_3b_{kind}_graph_megabytes_per_layer"] = round(per_layer / 1e6, 2)
+        # a decode step reads every weight once: the Orin's 204.8 GB/s bounds the rate from above
+        figures[f"llm_3b_{kind}_orin_decode_tokens_per_s_bound"] = round(204.8e9 / full, 1)
+
+
 def run(args) -> dict:
     repeats = 2 if args.quick else args.repeats
     if args.threads > 0:
@@ -129,6 +339,8 @@ def run(args) -> dict:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     frames = make_room_scan(num_frames=args.scan_frames, width=args.width, height=args.height)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.full_width_llm:
+            _full_width_graph_bytes(Path(tmp) / "full_width", figures)
         for preset in args.presets.split(","):
             model_dir = make_tiny_checkpoint(Path(tmp) / preset, preset=preset, seed=0)
             for device in devices:
@@ -142,5 +354,8 @@ def run(args) -> dict:
                     _onnx_vs_torch(qa, frames, repeats, Path(tmp) / "export", prefix, figures)
                 if preset == "mid" or args.quick:
                     _cache_payoff(qa, frames, repeats, prefix, figures)
+                if device == "cpu" and preset == args.llm_preset:
+                    _llm_backends(qa, frames, Path(tmp) / "export", max(3, repeats), args.llm_steps, figures,
+                                  args.llm_routes)
                 qa.close()
     return figures

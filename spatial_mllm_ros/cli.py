@@ -19,6 +19,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "make-scene": ("spatial_mllm_ros.bag.scene:main", "write a synthetic RGB-D scene bag + questions"),
     "make-tiny-model": ("spatial_mllm_ros.model.tiny:main", "write a small random Spatial-MLLM checkpoint"),
     "bench": ("spatial_mllm_ros.bench:main", "run benchmarks of a source checkout (areas or all)"),
+    "export-llm": ("spatial_mllm_ros.model.export_llm:main",
+                   "stock Qwen2.5-VL checkpoint + visual graph for TensorRT-LLM / Edge-LLM"),
+    "download": ("spatial_mllm_ros.model.hub:main", "download a checkpoint by Hub id org/name[@revision]"),
 }
 
 

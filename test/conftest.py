@@ -14,6 +14,7 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_LOG_DIR", str(REPO_ROOT / "build" / "ros_logs"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network: Hub ids come from caches
 
 
 @pytest.fixture(scope="session")

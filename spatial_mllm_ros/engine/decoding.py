@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -49,14 +50,57 @@ def prefix_length(ids: Sequence[int], vision_end_id: int) -> int:
     raise ValueError("the chat input has no <|vision_end|> token (no video in it)")
 
 
-class PrefixDecoder:
-    """Greedy batched decoding on top of a cached prefix (see the module docstring)."""
+class TorchLanguageModel:
+    """The language model in torch eager (the model's own forward on ``inputs_embeds``).
 
-    def __init__(self, model: torch.nn.Module, eos_ids: Sequence[int], pad_id: int):
+    The same call as :class:`~spatial_mllm_ros.engine.llm_onnx.OnnxLanguageModel`:
+    ``(inputs_embeds, attention_mask, position_ids, past) -> (last logits, present)``; ``past`` /
+    ``present`` here is transformers' ``DynamicCache`` (grown in place), built from plain per-layer
+    (key, value) pairs by :meth:`from_pairs` and read back by :meth:`to_pairs`.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module):
         self.model = model
+
+    @staticmethod
+    def from_pairs(pairs: Sequence[tuple[Tensor, Tensor]]) -> DynamicCache:
+        """A cache holding ``pairs`` (one (key, value) per layer)."""
+        return DynamicCache(ddp_cache_data=list(pairs))
+
+    @staticmethod
+    def to_pairs(cache: DynamicCache) -> tuple[tuple[Tensor, Tensor], ...]:
+        """Per-layer (key, value) of a cache."""
+        return tuple((layer.keys, layer.values) for layer in cache.layers)
+
+    @torch.inference_mode()
+    def __call__(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                 past: DynamicCache | None) -> tuple[Tensor, DynamicCache]:
+        """(logits of the last position [B, vocab], the grown cache)."""
+        cache = past if past is not None else DynamicCache()
+        output = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                            position_ids=position_ids, past_key_values=cache, use_cache=True,
+                            logits_to_keep=1)
+        return output.logits[:, -1], output.past_key_values
+
+
+class PrefixDecoder:
+    """Greedy batched decoding on top of a cached prefix (see the module docstring).
+
+    ``language_model`` runs the decoder (torch by default, or the exported graph through ONNX
+    Runtime / TensorRT, see :mod:`~spatial_mllm_ros.engine.llm_onnx`); the token embeddings and the
+    fused video embeddings are put together here, in torch, so every backend gets ``inputs_embeds``.
+    """
+
+    def __init__(self, model: torch.nn.Module, eos_ids: Sequence[int], pad_id: int,
+                 language_model: Any = None):
+        self.model = model
+        self.language_model = language_model if language_model is not None else TorchLanguageModel(model)
         self.eos_ids = sorted({int(i) for i in eos_ids})
         self.pad_id = int(pad_id)
         self.device = next(model.parameters()).device
+        self.video_token_id = int(model.config.video_token_id)
 
     def _positions(self, ids: list[int], video_grid_thw: Tensor, second_per_grid_ts: Tensor) -> Tensor:
         """[3, len(ids)] M-RoPE positions of one unpadded sequence."""
@@ -66,20 +110,26 @@ class PrefixDecoder:
         )
         return positions[:, 0]
 
+    def embed(self, input_ids: Tensor, fused_video_embeds: Tensor | None = None) -> Tensor:
+        """Token embeddings, with ``fused_video_embeds`` over the ``<|video_pad|>`` rows when given."""
+        embeds = self.model.get_input_embeddings()(input_ids)
+        if fused_video_embeds is None:
+            return embeds
+        mask = (input_ids == self.video_token_id).unsqueeze(-1).expand_as(embeds)
+        count = int(mask[..., 0].sum())
+        if count != fused_video_embeds.shape[0]:
+            raise ValueError(f"{count} <|video_pad|> tokens, {fused_video_embeds.shape[0]} fused video rows")
+        return embeds.masked_scatter(mask, fused_video_embeds.to(embeds.device, embeds.dtype))
+
     @torch.inference_mode()
     def prefill_prefix(self, prefix_ids: list[int], fused_video_embeds: Tensor, video_grid_thw: Tensor,
                        second_per_grid_ts: Tensor) -> PrefixState:
         """Run the prefix once (the fused video embeddings replace its ``<|video_pad|>`` tokens)."""
         positions = self._positions(prefix_ids, video_grid_thw, second_per_grid_ts)
-        output = self.model(
-            input_ids=torch.tensor([prefix_ids], device=self.device),
-            fused_video_embeds=fused_video_embeds,
-            position_ids=positions[:, None, :],  # [3, 1, P]
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        kv = tuple((layer[0], layer[1]) for layer in output.past_key_values)
-        return PrefixState(ids=list(prefix_ids), kv=kv)
+        input_ids = torch.tensor([prefix_ids], device=self.device)
+        _, present = self.language_model(self.embed(input_ids, fused_video_embeds),
+                                         torch.ones_like(input_ids), positions[:, None, :], None)
+        return PrefixState(ids=list(prefix_ids), kv=tuple(self.language_model.to_pairs(present)))
 
     @torch.inference_mode()
     def generate(self, prefix: PrefixState, sequences: Sequence[list[int]], video_grid_thw: Tensor,
@@ -107,15 +157,13 @@ class PrefixDecoder:
             positions[:, row, width - len(segment):] = full[:, plen:]
             next_position[row] = int(full.max()) + 1
         attention_mask = torch.cat([torch.ones((batch, plen), dtype=torch.long), segment_mask], dim=1)
-        cache = DynamicCache(ddp_cache_data=[(k.repeat(batch, 1, 1, 1), v.repeat(batch, 1, 1, 1))
-                                             for k, v in prefix.kv])
+        cache = self.language_model.from_pairs([(k.repeat(batch, 1, 1, 1), v.repeat(batch, 1, 1, 1))
+                                                for k, v in prefix.kv])
         attention_mask = attention_mask.to(self.device)
         next_position = next_position.to(self.device)
         eos = torch.tensor(self.eos_ids, device=self.device)
-        logits = self.model(
-            input_ids=input_ids.to(self.device), attention_mask=attention_mask,
-            position_ids=positions.to(self.device), past_key_values=cache, use_cache=True, logits_to_keep=1,
-        ).logits[:, -1]
+        logits, cache = self.language_model(self.embed(input_ids.to(self.device)), attention_mask,
+                                            positions.to(self.device), cache)
         finished = torch.zeros(batch, dtype=torch.bool, device=self.device)
         tokens: list[Tensor] = []
         probabilities: list[Tensor] = []
@@ -131,10 +179,8 @@ class PrefixDecoder:
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, 1))], dim=1)
             step_positions = next_position.view(1, batch, 1).expand(3, batch, 1)
             next_position = next_position + 1
-            logits = self.model(
-                input_ids=token[:, None], attention_mask=attention_mask, position_ids=step_positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
-            ).logits[:, -1]
+            logits, cache = self.language_model(self.embed(token[:, None]), attention_mask, step_positions,
+                                                cache)
         token_rows = torch.stack(tokens, dim=1).cpu().tolist()
         prob_rows = torch.stack(probabilities, dim=1).cpu().tolist()
         results = []

@@ -122,8 +122,15 @@ class SpatialQA:
     """Visual-spatial question answering over a list of frames.
 
     Args:
-        model_dir: local Spatial-MLLM checkpoint directory, or None (every ask answers "no model loaded").
-        backend: visual encoder backend: "torch", "onnxruntime" or "tensorrt" (LLM always on torch).
+        model_dir: a local Spatial-MLLM checkpoint directory or a Hub id ``org/name[@revision]`` (resolved
+            from the local Hugging Face cache, downloaded when online; see :mod:`spatial_mllm_ros.model.hub`),
+            or None (every ask answers "no model loaded").
+        backend: visual encoder backend: "torch", "onnxruntime" or "tensorrt".
+        llm_backend: language-model backend: "torch", "onnxruntime" (the exported graph with its KV
+            cache, :mod:`~spatial_mllm_ros.engine.llm_onnx`) or "tensorrt"; ``llm_options`` its options
+            (``quantization`` "none"/"int8"/"int4", ``block_size``, ``symmetric``, ``accuracy_level``,
+            ``providers``, ``intra_op_threads``; TensorRT: ``precision``, ``max_batch``, ``max_length``).
+            Off torch, the torch decoder layers are released (``keep_torch_layers`` keeps them).
         device: "cpu" or "cuda[:N]".
         dtype: "float32", "bfloat16" or "float16".
         selector: frame selector name (``core.selection.make_selector``); ``selector_params`` its options.
@@ -166,9 +173,14 @@ class SpatialQA:
         cache_prefix_kv: bool = True,
         monocular_selector: str | None = None,
         vggt_options: Mapping[str, Any] | None = None,
+        llm_backend: str = "torch",
+        llm_options: Mapping[str, Any] | None = None,
     ):
         if dtype not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
+        from spatial_mllm_ros.engine.llm_onnx import check_llm_backend
+
+        check_llm_backend(llm_backend, llm_options)
         if max_frames < 1 or max_new_tokens < 1 or max_batch < 1:
             raise ValueError("max_frames, max_new_tokens and max_batch must be >= 1")
         self.device = torch.device(device)
@@ -187,26 +199,36 @@ class SpatialQA:
         self.tokenizer: Any = None
         self.backend: VisualBackend | None = None
         self._decoder: PrefixDecoder | None = None
+        self.llm: Any = None
+        self.model_dir: Path | None = None
         self._lock = threading.RLock()
         if model_dir is None:
             return
-        model_dir = Path(model_dir)
+        from spatial_mllm_ros.model.hub import resolve_model_path
+
+        model_dir = resolve_model_path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"no Spatial-MLLM checkpoint at {model_dir} (config.json missing)")
+        self.model_dir = model_dir
+        from spatial_mllm_ros.engine.llm_onnx import make_language_model
         from spatial_mllm_ros.model.modeling_spatial_mllm import SpatialMLLMForConditionalGeneration
-        from spatial_mllm_ros.model.tokenizer import load_qwen_tokenizer
+        from spatial_mllm_ros.model.tokenizer import load_checkpoint_tokenizer
 
         self.model_id = model_fingerprint(model_dir)
         self.model = SpatialMLLMForConditionalGeneration.from_pretrained(
             model_dir, dtype=self.dtype, device=self.device
         ).eval()
-        self.tokenizer = load_qwen_tokenizer()
-        self.backend = make_backend(
-            backend, self.model, Path(export_dir) if export_dir else default_export_dir() / "onnx",
-            model_id=self.model_id, **dict(backend_options or {}),
-        )
+        self.tokenizer = load_checkpoint_tokenizer(model_dir)
+        export_root = Path(export_dir) if export_dir else default_export_dir() / "onnx"
+        self.backend = make_backend(backend, self.model, export_root, model_id=self.model_id,
+                                    **dict(backend_options or {}))
+        self.llm = make_language_model(llm_backend, self.model, export_root, self.model_id, llm_options)
+        if self.llm.name != "torch" and not dict(llm_options or {}).get("keep_torch_layers", False):
+            # the runner holds the decoder now; the embedding table (tied lm_head) stays for inputs_embeds
+            self.model.model.language_model.layers = torch.nn.ModuleList()
+            gc.collect()
         self._eos_ids, self._pad_id = self._special_ids()
-        self._decoder = PrefixDecoder(self.model, self._eos_ids, self._pad_id)
+        self._decoder = PrefixDecoder(self.model, self._eos_ids, self._pad_id, self.llm)
         from spatial_mllm_ros.engine.vggt_selection import with_vggt_route
 
         self.selector = with_vggt_route(self.selector, selector, self.model, model_dir, monocular_selector,
@@ -220,8 +242,15 @@ class SpatialQA:
 
     @property
     def backend_name(self) -> str:
-        """The visual backend's name ("torch-cpu", "onnxruntime-cpu", "tensorrt-fp16"), "" without a model."""
-        return self.backend.name if self.backend is not None else ""
+        """The visual backend's name ("torch-cpu", "onnxruntime-cpu", "tensorrt-fp16"), "" without a model.
+
+        With the language model off torch its runner is named too ("torch-cpu+llm-onnxruntime-cpu").
+        """
+        if self.backend is None:
+            return ""
+        if self.llm is None or self.llm.name == "torch":
+            return self.backend.name
+        return f"{self.backend.name}+llm-{self.llm.name}"
 
     def ask(
         self,
@@ -315,11 +344,9 @@ class SpatialQA:
             self.ask(frames, "How many chairs are in this room?", max_frames=len(frames))
             return
         with self._lock, torch.inference_mode():
-            ids = self._chat_ids("Hello", 0)
-            self.model.generate(
-                input_ids=torch.tensor([ids], device=self.device), max_new_tokens=1, do_sample=False,
-                pad_token_id=self._pad_id,
-            )
+            ids = torch.tensor([self._chat_ids("Hello", 0)], device=self.device)
+            positions = torch.arange(ids.shape[1], device=self.device).view(1, 1, -1).expand(3, 1, -1)
+            self.llm(self._decoder.embed(ids), torch.ones_like(ids), positions, None)
 
     def close(self) -> None:
         """Free the model, the backend's sessions/engines and the feature cache."""
@@ -328,6 +355,7 @@ class SpatialQA:
                 self.backend.close()
             self.backend = None
             self.model = None
+            self.llm = None
             self._decoder = None
             self.cache.clear()
         gc.collect()

@@ -71,8 +71,11 @@ POSE_SOURCES = ("pose_stamped", "odometry", "tf", "none")
 IMAGE_TRANSPORTS = ("raw", "compressed")
 RELIABILITIES = ("best_effort", "reliable")
 # Parameters whose value is one of a fixed set (validated at start-up and on change).
+LLM_QUANTIZATIONS = ("none", "int8", "int4")
 CHOICES: dict[str, tuple[str, ...]] = {
     "backend": BACKENDS,
+    "llm_backend": BACKENDS,
+    "llm_quantization": LLM_QUANTIZATIONS,
     "dtype": DTYPES,
     "selector": SELECTORS,
     "qos.images.reliability": RELIABILITIES,
@@ -198,6 +201,15 @@ class SpatialQANode(LifecycleNode):
                     ),
                 ),
                 ("backend", "torch", d("Inference backend.", read_only=True, choices=BACKENDS)),
+                ("llm_backend", "torch", d("Language-model backend (onnxruntime/tensorrt: exported graph, "
+                                           "KV cache).", read_only=True, choices=BACKENDS)),
+                ("llm_quantization", "none", d("Weight-only LLM quantisation (llm_backend onnxruntime, "
+                                               "MatMulNBits).", read_only=True, choices=LLM_QUANTIZATIONS)),
+                ("llm_quant_block_size", 32, d("Weights per quantisation scale (power of 2).", read_only=True,
+                                               integer_range=(16, 256))),
+                ("llm_quant_symmetric", True, d("Symmetric quantisation (no zero points).", read_only=True)),
+                ("llm_quant_accuracy_level", 4, d("MatMulNBits compute type: 0 unset, 1 fp32, 2 fp16, "
+                                                  "3 bf16, 4 int8.", read_only=True, integer_range=(0, 4))),
                 ("device", "cpu", d("Torch device (cpu, cuda, cuda:0).", read_only=True)),
                 ("dtype", "float32", d("Model weights/activations dtype.", read_only=True, choices=DTYPES)),
                 (
@@ -630,6 +642,11 @@ class SpatialQANode(LifecycleNode):
             cache_bytes=int(self._param("feature_cache_megabytes") * 1024 * 1024),
             max_pixels=self._param("max_pixels"),
             min_pixels=self._param("min_pixels") or None,
+            llm_backend=self._param("llm_backend"),
+            llm_options={"quantization": self._param("llm_quantization"),
+                         "block_size": self._param("llm_quant_block_size"),
+                         "symmetric": self._param("llm_quant_symmetric"),
+                         "accuracy_level": self._param("llm_quant_accuracy_level")},
         )
 
     def _release_engine(self) -> None:
