@@ -97,12 +97,17 @@ def test_every_question_answered_and_scored(scene, full_run):
         assert row["frame_stamps"] == sorted(row["frame_stamps"]) and set(row["frame_stamps"]) <= stamps
         options = [o.split(". ", 1)[1] for o in question["options"]] if question["options"] else None
         assert row["options"] == options
-        expected = score_question(question["question_type"], row["raw_text"], question["ground_truth"],
-                                  options)
-        assert row["score"] == pytest.approx(expected)
+        lenient = score_question(question["question_type"], row["raw_text"], question["ground_truth"],
+                                 options)
+        official = score_question(question["question_type"], row["raw_text"], question["ground_truth"],
+                                  options, strict_vsibench=True)
+        assert row["score_lenient"] == pytest.approx(lenient)
+        assert row["score"] == pytest.approx(official)
     expected_summary = aggregate_vsibench(
         [{"question_type": r["question_type"], "score": r["score"]} for r in full_run.rows])
     assert full_run.summary == pytest.approx(expected_summary)
+    assert full_run.summary_lenient == pytest.approx(aggregate_vsibench(
+        [{"question_type": r["question_type"], "score": r["score_lenient"]} for r in full_run.rows]))
     tasks = [t for t in full_run.summary if t != "overall"]
     assert "object_rel_direction" in tasks and not any(t.startswith("object_rel_direction_") for t in tasks)
     assert full_run.overall == pytest.approx(np.mean([full_run.summary[t] for t in tasks]))
@@ -331,7 +336,9 @@ def test_cli_limit_resume_and_damaged_bag_exit_codes(scene, checkpoint, tmp_path
     payload = _strict_json(out / RESULTS_JSON)
     assert payload["complete"] is True and payload["reused"] == 4
     table_overall = next(line for line in printed.splitlines() if line.startswith("overall"))
-    assert math.isclose(float(table_overall.split()[-1]), round(100 * payload["summary"]["overall"], 1))
+    assert math.isclose(float(table_overall.split()[-2]), round(100 * payload["summary"]["overall"], 1))
+    lenient_overall = round(100 * payload["summary_lenient"]["overall"], 1)
+    assert math.isclose(float(table_overall.split()[-1]), lenient_overall)
 
     damaged = _truncated_copy(scene.bag, tmp_path / "damaged")
     assert main([*base[:1], str(damaged), *base[2:]]) == 3

@@ -152,7 +152,7 @@ def test_replayed_answers_score_like_the_offline_evaluation(questions_file, offl
     for row in offline.rows:
         question = questions[row["id"]]
         score = score_question(question.question_type, answers[row["id"]].raw_text, question.ground_truth,
-                               question.options)
+                               question.options, strict_vsibench=True)
         assert score == pytest.approx(row["score"])
         rows.append({"question_type": question.question_type, "score": score})
     summary, _ = summarize(rows)

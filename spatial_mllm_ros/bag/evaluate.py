@@ -41,8 +41,19 @@ from typing import Any
 from spatial_mllm_ros.bag.reader import BagReadError, read_frames
 from spatial_mllm_ros.core.atomic import json_safe, write_json_atomic, write_text_atomic
 from spatial_mllm_ros.core.buffer import FrameBuffer
-from spatial_mllm_ros.core.metrics import aggregate_vsibench, score_question
-from spatial_mllm_ros.core.prompts import OPTION_LETTERS, TASK_TYPES, infer_task_type, split_option
+from spatial_mllm_ros.core.metrics import (
+    aggregate_vsibench,
+    ground_truth_letter,
+    official_score,
+    score_question,
+)
+from spatial_mllm_ros.core.prompts import (
+    MULTIPLE_CHOICE_TASK_TYPES,
+    OPTION_LETTERS,
+    TASK_TYPES,
+    infer_task_type,
+    split_option,
+)
 
 ANSWERS_FILE = "answers.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
@@ -71,7 +82,7 @@ class EvalResult:
     """What :func:`evaluate_bag` produced (all rows, the summary and where the files are)."""
 
     rows: list[dict[str, Any]]
-    summary: dict[str, float]
+    summary: dict[str, float]  # official VSI-Bench scores (0..1)
     task_counts: dict[str, int]
     out_dir: Path
     results_json: Path
@@ -85,6 +96,7 @@ class EvalResult:
     reused: int = 0
     read_s: float = 0.0
     answer_s: float = 0.0
+    summary_lenient: dict[str, float] = field(default_factory=dict)  # answers read by parse_answer
 
     @property
     def overall(self) -> float:
@@ -308,8 +320,9 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
         record = records.get(question.id, {})
         raw_text = record.get("raw_text", "")
         failed = not record or bool(record.get("error"))
-        score = 0.0 if failed else float(score_question(question.question_type, raw_text,
-                                                            question.ground_truth, question.options))
+        score = 0.0 if failed else _official(question, raw_text)
+        lenient = 0.0 if failed else float(score_question(question.question_type, raw_text,
+                                                              question.ground_truth, question.options))
         rows.append({
             "id": question.id,
             "dataset": question.dataset,
@@ -324,6 +337,7 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
             "value": record.get("value"),
             "unit": record.get("unit", ""),
             "score": score,
+            "score_lenient": lenient,
             "error": record.get("error", NOT_ANSWERED) if failed else "",
             "num_frames": len(record.get("frame_stamps", [])),
             "frame_stamps": record.get("frame_stamps", []),
@@ -336,14 +350,25 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
     return rows
 
 
-def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
+def _official(question: Question, raw_text: str) -> float:
+    """The official VSI-Bench score; a multiple-choice truth given as option text is its letter first."""
+    truth = question.ground_truth
+    if question.question_type in MULTIPLE_CHOICE_TASK_TYPES:
+        truth = ground_truth_letter(truth, question.options)
+    return official_score(question.question_type, raw_text, truth)
+
+
+def summarize(rows: list[dict[str, Any]],
+              score_key: str = "score") -> tuple[dict[str, float], dict[str, int]]:
     """VSI-Bench aggregate (per task + overall) and the number of questions per reported task.
 
-    Questions not asked yet (an interrupted or ``limit``-ed run) are left out, so a partial run
-    shows the scores so far; failed answers count as 0, as in VSI-Bench.
+    ``score_key`` "score" gives the official scores, "score_lenient" the lenient ones. Questions not
+    asked yet (an interrupted or ``limit``-ed run) are left out, so a partial run shows the scores so
+    far; failed answers count as 0, as in VSI-Bench.
     """
     asked = [r for r in rows if r.get("error") != NOT_ANSWERED]
-    summary = aggregate_vsibench([{"question_type": r["question_type"], "score": r["score"]} for r in asked])
+    summary = aggregate_vsibench([{"question_type": r["question_type"], "score": r[score_key]}
+                                  for r in asked])
     counts = Counter(_reported_task(r["question_type"]) for r in asked)
     return {key: float(value) for key, value in summary.items()}, dict(counts)
 
@@ -352,25 +377,31 @@ def _reported_task(question_type: str) -> str:
     return "object_rel_direction" if question_type.startswith("object_rel_direction") else question_type
 
 
-def format_table(summary: dict[str, float], counts: dict[str, int]) -> str:
-    """Per-task table in VSI-Bench order, overall last."""
-    tasks = [task for task in summary if task != "overall"]
-    width = max([len(t) for t in tasks] + [len("overall")])
-    lines = [f"{'task'.ljust(width)}  {'n':>4}  score", f"{'-' * width}  {'-' * 4}  -----"]
+def format_table(summary: dict[str, float], counts: dict[str, int],
+                 lenient: dict[str, float] | None = None) -> str:
+    """Per-task table in VSI-Bench order, overall last: official scores, then the lenient column."""
+    tasks = [task for task in summary if task != "overall"] + ["overall"]
+    width = max(len(t) for t in tasks)
+
+    def shown(value: float) -> str:
+        return "     nan" if math.isnan(value) else f"{100 * value:8.1f}"
+
+    header = f"{'task'.ljust(width)}  {'n':>4}  official" + ("   lenient" if lenient is not None else "")
+    lines = [header, "-" * len(header)]
     for task in tasks:
-        score = summary[task]
-        shown = "  nan" if math.isnan(score) else f"{100 * score:5.1f}"
-        lines.append(f"{task.ljust(width)}  {counts.get(task, 0):>4}  {shown}")
-    overall = summary.get("overall", float("nan"))
-    lines.append(f"{'overall'.ljust(width)}  {sum(counts.values()):>4}  "
-                 + ("  nan" if math.isnan(overall) else f"{100 * overall:5.1f}"))
+        n = sum(counts.values()) if task == "overall" else counts.get(task, 0)
+        line = f"{task.ljust(width)}  {n:>4}  {shown(summary.get(task, float('nan')))}"
+        if lenient is not None:
+            line += f"  {shown(lenient.get(task, float('nan')))}"
+        lines.append(line)
     return "\n".join(lines)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns = ["id", "dataset", "scene_name", "question_type", "question", "options", "ground_truth",
-               "raw_text", "kind", "choice_letter", "value", "unit", "score", "error", "num_frames",
-               "selection_method", "coverage", "selection_ms", "encode_ms", "generate_ms", "frame_stamps"]
+               "raw_text", "kind", "choice_letter", "value", "unit", "score", "score_lenient", "error",
+               "num_frames", "selection_method", "coverage", "selection_ms", "encode_ms", "generate_ms",
+               "frame_stamps"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -489,7 +520,9 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
 
     rows = _score_rows(questions, records)
     summary, counts = summarize(rows)
-    result = EvalResult(rows=rows, summary=summary, task_counts=counts, out_dir=out_dir,
+    summary_lenient, _ = summarize(rows, "score_lenient")
+    result = EvalResult(rows=rows, summary=summary, summary_lenient=summary_lenient, task_counts=counts,
+                        out_dir=out_dir,
                         results_json=out_dir / RESULTS_JSON, results_csv=out_dir / RESULTS_CSV,
                         answers_jsonl=answers_path, report_dir=None, frames_read=len(frames),
                         bag_error=bag_error, answered_now=answered_now, reused=reused,
@@ -497,6 +530,10 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
     unanswered = sum(1 for r in rows if r["error"] == NOT_ANSWERED)
     payload = {
         "summary": summary,
+        "summary_lenient": summary_lenient,
+        "scoring": {"summary": "official VSI-Bench rules (first token, float MRA)",
+                    "summary_lenient": "answers read by parse_answer (letters in sentences, units "
+                                       "converted)"},
         "task_counts": counts,
         "questions": len(rows),
         "unanswered": unanswered,
@@ -646,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         qa.close()
-    print(format_table(result.summary, result.task_counts))
+    print(format_table(result.summary, result.task_counts, result.summary_lenient))
     if result.bag_error:
         print(f"note: bag damaged, evaluated on the first {result.frames_read} frames ({result.bag_error})")
     missing = sum(1 for r in result.rows if r["error"] == NOT_ANSWERED)
