@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spatial_mllm_ros.bag.reader import AUTO
 from spatial_mllm_ros.core.atomic import write_json_atomic
 from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator, TrajectoryScores
 from spatial_mllm_ros.reward.lerobot import (
@@ -35,8 +36,8 @@ from spatial_mllm_ros.reward.lerobot import (
     utc_now_iso,
 )
 
-DEFAULT_TOPICS = {"image_topic": "/camera/color/image_raw", "depth_topic": "/camera/depth/image_raw",
-                  "info_topic": "/camera/color/camera_info", "pose_topic": "/camera/pose"}
+# The bag reader finds the camera streams and the pose source (tf or a pose topic) itself.
+DEFAULT_TOPICS = dict.fromkeys(("image_topic", "depth_topic", "info_topic", "pose_topic"), AUTO)
 
 
 @dataclass(frozen=True)
