@@ -82,7 +82,8 @@ def test_bag_is_recorded_like_a_realsense_robot(written):
     paths, description, _ = written
     with AnyReader([paths.bag]) as reader:
         counts = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
-        durability = {c.topic: [q.durability.name for q in c.ext.offered_qos_profiles] for c in reader.connections}
+        durability = {c.topic: [q.durability.name for q in c.ext.offered_qos_profiles]
+                      for c in reader.connections}
         log_times = {}
         for connection, log_time, _ in reader.messages():
             log_times.setdefault(connection.topic, []).append(log_time)

@@ -94,7 +94,8 @@ class Recording:
                 except Exception as error:  # a cut-short stream: its channels so far
                     self._connections[file] = getattr(storage, "seen", [])
                     if not self._connections[file]:
-                        self._note_damage(file, f"cannot be read ({type(error).__name__}: {error})")
+                        detail = str(error) or "unexpected end of data"
+                        self._note_damage(file, f"cannot be read ({type(error).__name__}: {detail})")
                 finally:
                     storage.close()
             for connection in self._connections[file]:
