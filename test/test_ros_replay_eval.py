@@ -72,7 +72,8 @@ def offline(scene, questions_file, model_dir, tmp_path_factory):
     try:
         return evaluate_bag(scene.bag, questions_file, qa, tmp_path_factory.mktemp("offline"),
                             max_frames=MAX_FRAMES, progress=False, report=False,
-                            buffer_max_frames=BUFFER_FRAMES, buffer_max_megabytes=BUFFER_MEGABYTES)
+                            buffer_max_frames=BUFFER_FRAMES, buffer_max_megabytes=BUFFER_MEGABYTES,
+                            window="sliding")
     finally:
         qa.close()
 
