@@ -708,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--camera-id", help="evaluate one camera's frames (default: all)")
     parser.add_argument("--camera", help="camera namespace when the recording holds several cameras")
     parser.add_argument("--image-topic", help="colour topic (default: discovered)")
-    parser.add_argument("--depth-topic", help="depth topic (default: discovered, aligned to colour preferred)")
+    parser.add_argument("--depth-topic", help="depth topic (default: discovered, aligned to colour first)")
     parser.add_argument("--info-topic", help="camera_info topic (default: the colour stream's)")
     parser.add_argument("--pose-topic", help="pose topic, or /tf (default: tf when recorded, else the pose "
                                              "topic)")
