@@ -440,7 +440,8 @@ def test_cli_reads_a_recording_without_metadata_and_tf_as_pose_topic(scene, chec
     (bag / "metadata.yaml").unlink()
     assert main(["--bag", str(bag), "--questions", str(scene.questions), "--model", str(checkpoint),
                  "--out", str(tmp_path / "out"), "--max-frames", str(MAX_FRAMES), "--max-new-tokens",
-                 str(MAX_NEW_TOKENS), "--no-progress", "--no-report", "--limit", "1", "--pose-topic", "/tf"]) == 0
+                 str(MAX_NEW_TOKENS), "--no-progress", "--no-report", "--limit", "1",
+                 "--pose-topic", "/tf"]) == 0
     error = capsys.readouterr().err
     assert "poses tf (/tf+/tf_static)" in error
     record = next(iter(load_answer_log(tmp_path / "out" / ANSWERS_FILE).values()))
