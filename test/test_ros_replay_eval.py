@@ -43,8 +43,9 @@ BUFFER_MEGABYTES = 256.0
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
+    # the node's default topics with a pose topic (no tf2_msgs here to replay /tf with)
     return write_scene(tmp_path_factory.mktemp("scene") / "room", seed=1, width=160, height=120,
-                       num_frames=NUM_FRAMES)
+                       num_frames=NUM_FRAMES, pose_source="pose_topic")
 
 
 @pytest.fixture(scope="module")

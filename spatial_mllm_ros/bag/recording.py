@@ -51,6 +51,7 @@ class TopicConnection:
     offered_qos: tuple = ()  # rosbags Qos tuples as recorded
     msgdef_format: str = ""  # "msg", "idl" or "" (none stored: Humble and older sqlite3)
     msgdef: str = ""
+    message_count: int = 0  # from the file's index (0 when streamed without one)
 
 
 @dataclass
@@ -272,7 +273,8 @@ def _connection_from_rosbags(connection) -> TopicConnection:
     formats = {MessageDefinitionFormat.MSG: "msg", MessageDefinitionFormat.IDL: "idl"}
     fmt = formats.get(connection.msgdef.format, "")
     qos = tuple(getattr(connection.ext, "offered_qos_profiles", ()) or ())
-    return TopicConnection(connection.topic, connection.msgtype, qos, fmt, connection.msgdef.data or "")
+    return TopicConnection(connection.topic, connection.msgtype, qos, fmt, connection.msgdef.data or "",
+                           int(connection.msgcount or 0))
 
 
 class _IndexedStorage:
