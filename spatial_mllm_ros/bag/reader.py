@@ -80,7 +80,9 @@ _COLOUR_WORDS = re.compile(r"colou?r|rgb", re.I)
 
 def resolve_bag_path(bag_path: str | Path) -> Path:
     """The recording's directory (or the bare storage file); FileNotFoundError / NotABagError."""
-    return open_recording(bag_path).path
+    recording = open_recording(bag_path)
+    recording.close()
+    return recording.path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,7 +422,10 @@ def probe_bag(bag_path: str | Path, image_topic: str | None = AUTO, depth_topic:
     Raises FileNotFoundError, NotABagError / ValueError (bad input) and BagReadError (no readable file).
     """
     recording = open_recording(bag_path)
-    topics = recording.topics
+    try:
+        topics = recording.topics
+    finally:
+        recording.close()
     if not topics and recording.damage:
         raise BagReadError(f"bag {recording.path} cannot be read: {'; '.join(recording.damage)}")
     return choose_topics(topics, image_topic, depth_topic, info_topic, pose_topic, camera=camera,
@@ -479,6 +484,17 @@ def read_frames(
     readable frame was yielded). Undecodable single messages are skipped with a logged warning.
     """
     recording = open_recording(bag_path)
+    try:
+        yield from _read_recording(recording, image_topic, depth_topic, info_topic, pose_topic, start, end,
+                                   camera_id, depth_tolerance, pose_tolerance, pose_offset, max_pending,
+                                   camera, fixed_frame, tf_wait_s, details)
+    finally:
+        recording.close()
+
+
+def _read_recording(recording, image_topic, depth_topic, info_topic, pose_topic, start, end, camera_id,
+                    depth_tolerance, pose_tolerance, pose_offset, max_pending, camera, fixed_frame, tf_wait_s,
+                    details) -> Iterator[Frame]:
     topics = recording.topics
     if not topics and recording.damage:
         raise BagReadError(f"bag {recording.path} cannot be read: {'; '.join(recording.damage)}")

@@ -31,6 +31,7 @@ from pathlib import Path
 LOGGER = logging.getLogger(__name__)
 
 STORAGE_SUFFIXES = (".mcap", ".db3")
+MAX_FILES_KEPT_OPEN = 64
 _SPLIT_INDEX = re.compile(r"_(\d+)$")
 
 
@@ -66,6 +67,7 @@ class Recording:
     _typestore: object = field(default=None, repr=False)
     _definitions: dict[str, TopicConnection] = field(default_factory=dict, repr=False)
     _refused: dict[str, str] = field(default_factory=dict, repr=False)
+    _kept_open: dict[Path, object] = field(default_factory=dict, repr=False)  # indexed files opened once
 
     # ------------------------------------------------------------------ topics
 
@@ -97,7 +99,9 @@ class Recording:
                     if not self._connections[file]:
                         detail = str(error) or "unexpected end of data"
                         self._note_damage(file, f"cannot be read ({type(error).__name__}: {detail})")
-                finally:
+                if isinstance(storage, _IndexedStorage) and len(self._kept_open) < MAX_FILES_KEPT_OPEN:
+                    self._kept_open[file] = storage  # opening parses the index: do it once
+                else:
                     storage.close()
             for connection in self._connections[file]:
                 self._definitions.setdefault(connection.msgtype, connection)
@@ -120,7 +124,7 @@ class Recording:
             if not self._file_connections(file):
                 continue  # nothing readable (noted in damage) or no topics at all
             try:
-                storage = _open_storage(file)
+                storage = self._kept_open.pop(file, None) or _open_storage(file)
             except _StorageOpenError:
                 continue  # already noted in damage
             count = 0
@@ -136,6 +140,11 @@ class Recording:
                                         f"({type(error).__name__}: {detail})")
             finally:
                 storage.close()
+
+    def close(self) -> None:
+        """Close the files kept open between listing topics and reading messages."""
+        while self._kept_open:
+            self._kept_open.popitem()[1].close()
 
     def deserialize(self, raw: bytes, msgtype: str):
         """A message object; ValueError when its type has no usable definition."""

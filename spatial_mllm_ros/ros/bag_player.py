@@ -52,6 +52,7 @@ def message_class(msgtype: str) -> type:
 def open_bag(path: str | Path) -> Recording:
     """The recording at ``path`` (FileNotFoundError, NotABagError or BagReadError when unreadable)."""
     recording = open_recording(path)
+    recording.close()  # listing topics keeps files open for reading; playback reopens them as it goes
     if not recording.connections() and recording.damage:
         raise BagReadError(f"bag {recording.path} cannot be read: {'; '.join(recording.damage)}")
     return recording
