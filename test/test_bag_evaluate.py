@@ -446,3 +446,13 @@ def test_cli_reads_a_recording_without_metadata_and_tf_as_pose_topic(scene, chec
     assert "poses tf (/tf+/tf_static)" in error
     record = next(iter(load_answer_log(tmp_path / "out" / ANSWERS_FILE).values()))
     assert record["selection_method"] == "space_aware" and len(record["frame_stamps"]) == MAX_FRAMES
+
+
+def test_cli_unsupported_encoding_is_bad_input(scene, checkpoint, tmp_path, capsys):
+    from test_bag_reader import write_yuv_mcap
+
+    bag = write_yuv_mcap(tmp_path / "yuv.mcap")
+    assert main(["--bag", str(bag), "--questions", str(scene.questions), "--model", str(checkpoint),
+                 "--out", str(tmp_path / "out"), "--no-progress", "--no-report"]) == 2
+    error = capsys.readouterr().err
+    assert "unsupported colour encoding 'yuv422'" in error and "check the topic names" not in error

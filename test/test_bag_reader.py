@@ -278,9 +278,9 @@ def test_choose_topics_finds_streams_and_asks_only_when_ambiguous():
     assert choose_topics(compressed_only).image == "/cam/image_raw/compressed"
 
 
-def test_an_unsupported_encoding_on_the_right_topic_says_so(tmp_path):
+def write_yuv_mcap(path):
+    """Three 4x2 yuv422 colour images on the usual topic: right topic, unsupported encoding."""
     typestore = jazzy_typestore()
-    path = tmp_path / "yuv.mcap"
     with path.open("wb") as stream:
         writer = McapRos2Writer(stream)
         schema = writer.register_msgdef("sensor_msgs/msg/Image",
@@ -291,6 +291,11 @@ def test_an_unsupported_encoding_on_the_right_topic_says_so(tmp_path):
                                   "height": 2, "width": 4, "encoding": "yuv422", "is_bigendian": 0, "step": 8,
                                   "data": bytes(16)}, log_time=(1 + i) * 1_000_000_000)
         writer.finish()
+    return path
+
+
+def test_an_unsupported_encoding_on_the_right_topic_says_so(tmp_path):
+    path = write_yuv_mcap(tmp_path / "yuv.mcap")
     with pytest.raises(ValueError, match=r"no image of /camera/color/image_raw could be decoded: "
                                          r"/camera/color/image_raw: unsupported colour encoding 'yuv422'.* "
                                          r"\(3 message\(s\)\)"):
