@@ -36,8 +36,8 @@ from spatial_mllm_ros.reward.lerobot import (
     utc_now_iso,
 )
 
-# The bag reader finds the camera streams and the pose source (tf or a pose topic) itself.
-DEFAULT_TOPICS = dict.fromkeys(("image_topic", "depth_topic", "info_topic", "pose_topic"), AUTO)
+DEFAULT_TOPICS = {"image_topic": "/camera/color/image_raw", "depth_topic": "/camera/depth/image_raw",
+                  "info_topic": "/camera/color/camera_info", "pose_topic": "/camera/pose"}
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,11 @@ class LabelOptions:
     mode: str = "progress"
     target: float | None = None
     stride: int = 1
-    image_topic: str = DEFAULT_TOPICS["image_topic"]
-    depth_topic: str | None = DEFAULT_TOPICS["depth_topic"]
-    info_topic: str | None = DEFAULT_TOPICS["info_topic"]
-    pose_topic: str | None = DEFAULT_TOPICS["pose_topic"]
+    # in bags, the reader finds the camera streams and the pose source (tf or a pose topic) itself
+    image_topic: str = AUTO
+    depth_topic: str | None = AUTO
+    info_topic: str | None = AUTO
+    pose_topic: str | None = AUTO
     start: float | None = None
     end: float | None = None
 
@@ -244,7 +245,7 @@ def build_parser(prog: str = "spatial-mllm-ros label-rewards") -> argparse.Argum
     parser.add_argument("--stride", type=int, default=1, help="score every stride-th frame (default 1)")
     parser.add_argument("--target", type=float, default=None,
                         help="displacement mode: distance in metres that means done")
-    parser.add_argument("--image-topic", default=DEFAULT_TOPICS["image_topic"])
+    parser.add_argument("--image-topic", default=AUTO, help="colour topic in the bags (default: discovered)")
     parser.add_argument("--start", type=float, default=None, help="first stamp to read (s)")
     parser.add_argument("--end", type=float, default=None, help="last stamp to read (s)")
     parser.add_argument("--device", default="cpu")
