@@ -44,7 +44,8 @@ def test_player_publishes_every_message_and_the_bag_clock(scene, tmp_path, store
         poses = client.collect(PoseStamped, "/camera/pose")
         clocks = client.collect(Clock, "/clock", qos=100)
         player = NodeProcess("spatial_mllm_ros.ros.bag_player",
-                             ["-p", f"bag:={bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=3.0"],
+                             ["-p", f"bag:={bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=1.0",
+                              "-p", "wait_for_subscribers_s:=30.0"],
                              domain_id, tmp_path / "player.log")
         try:
             player.process.wait(timeout=60)
@@ -93,7 +94,8 @@ def test_bag_replay_into_the_node_on_sim_time(scene, tmp_path):
         selections = client.collect(FrameSelection, f"{node_name}/selected_frames")
         wait_for_state(client, node_name, "active", node, timeout=180.0)
         player = NodeProcess("spatial_mllm_ros.ros.bag_player",
-                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=2.0"],
+                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=1.0",
+                              "-p", "wait_for_subscribers_s:=30.0"],
                              domain_id, tmp_path / "player.log")
         try:
             player.process.wait(timeout=60)

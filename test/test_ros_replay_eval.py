@@ -103,7 +103,8 @@ def replayed(scene, questions_file, model_dir, tmp_path_factory):
         client.diagnostics = client.collect(DiagnosticArray, "/diagnostics")
         wait_for_state(client, NODE, "active", node, timeout=180.0)
         player = NodeProcess("spatial_mllm_ros.ros.bag_player",
-                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=2.0"],
+                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=1.0",
+                              "-p", "wait_for_subscribers_s:=30.0"],
                              domain_id, logs / "player.log")
         player.process.wait(timeout=120)
         assert player.stop() == 0, player.output()

@@ -91,6 +91,9 @@ class BagPlayer(Node):
                                        "message.", read_only=True, float_range=(0.001, 1.0))),
             ("start_delay_s", 1.0, d("Wait this long before the first message (lets subscribers discover "
                                      "the topics).", read_only=True, float_range=(0.0, 60.0))),
+            ("wait_for_subscribers_s", 0.0, d("After the start delay, wait up to this long until every "
+                                              "played topic has a subscriber (0: do not wait).",
+                                              read_only=True, float_range=(0.0, 600.0))),
             ("reliable", True, d("Publish topics recorded without QoS reliably (else best effort).",
                                  read_only=True)),
             ("exit_when_done", True, d("Shut the process down when playback ends (not looping).",
@@ -170,9 +173,23 @@ class BagPlayer(Node):
                 elapsed_ns = int((time.monotonic() - wall_start) * self.rate * 1e9)
                 self._publish_clock(bag_start_ns + elapsed_ns)
 
+    def _wait_for_subscribers(self) -> None:
+        """Block until every topic has a subscriber or the wait is over (discovery can take seconds)."""
+        limit = float(self.get_parameter("wait_for_subscribers_s").value)
+        deadline = time.monotonic() + limit
+        while limit > 0 and not self._stop.is_set() and time.monotonic() < deadline:
+            lonely = [t for t, p in self._topic_publishers.items() if p.get_subscription_count() == 0]
+            if not lonely:
+                self._stop.wait(0.5)  # the subscribers' side of the match settles a moment later
+                return
+            self._stop.wait(0.05)
+        if limit > 0 and not self._stop.is_set():
+            self.get_logger().warning(f"no subscriber after {limit:g} s on: {', '.join(lonely)}")
+
     def _play(self) -> None:
         try:
             self._stop.wait(float(self.get_parameter("start_delay_s").value))
+            self._wait_for_subscribers()
             while not self._stop.is_set():
                 self._play_once()
                 if not self.get_parameter("loop").value:
