@@ -15,6 +15,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("spatial_mllm_ros.demo:main", "set up a synthetic scene, answer its questions, label rewards"),
     "eval": ("spatial_mllm_ros.bag.evaluate:main", "evaluate answers over a rosbag2 recording (VSI-Bench)"),
+    "score": ("spatial_mllm_ros.bag.score:main", "score predictions with the official VSI-Bench rules"),
     "label-rewards": ("spatial_mllm_ros.reward.label:main", "rewards of LeRobot data/bags -> LeRobot v3"),
     "make-scene": ("spatial_mllm_ros.bag.scene:main", "write a synthetic RGB-D scene bag + questions"),
     "make-tiny-model": ("spatial_mllm_ros.model.tiny:main", "write a small random Spatial-MLLM checkpoint"),

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print("== VSI-Bench scores on the synthetic scene (percent)")
-    print(format_table(evaluation.summary, evaluation.task_counts))
+    print(format_table(evaluation.summary, evaluation.task_counts, evaluation.summary_lenient))
     print()
     print("== reward annotator")
     print(f"instruction           {rewards['instruction']}")

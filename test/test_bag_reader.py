@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import struct
@@ -14,7 +15,7 @@ import pytest
 from mcap_ros2.writer import Writer as McapRos2Writer
 from PIL import Image
 
-from spatial_mllm_ros.bag.reader import BagReadError, read_frames
+from spatial_mllm_ros.bag.reader import BagReadError, NotABagError, choose_topics, read_frames
 from spatial_mllm_ros.bag.scene import make_scene, write_scene
 from spatial_mllm_ros.bag.writer import CameraBagWriter, jazzy_typestore
 from spatial_mllm_ros.core.geometry import pose_from_translation_quaternion
@@ -180,8 +181,8 @@ def test_truncated_mcap_yields_what_was_read_then_raises(tmp_path, caplog):
     storage = damaged / "bag.mcap"
     storage.write_bytes(storage.read_bytes()[: int(storage.stat().st_size * 0.6)])
     frames = []
-    with caplog.at_level(logging.WARNING), pytest.raises(BagReadError,
-                                                         match=r"damaged or truncated after \d+ frame"):
+    damaged_text = r"damaged or truncated .*; \d+ frame\(s\) were read"
+    with caplog.at_level(logging.WARNING), pytest.raises(BagReadError, match=damaged_text):
         for frame in read_frames(damaged):
             frames.append(frame)
     assert 3 <= len(frames) < 24
@@ -196,14 +197,14 @@ def test_truncated_sqlite_and_garbage_files_raise_clear_errors(tmp_path):
     paths = write_scene(tmp_path / "sq", seed=2, width=32, height=24, num_frames=6)
     storage = paths.bag / "bag.db3"
     storage.write_bytes(storage.read_bytes()[: storage.stat().st_size // 2])
-    with pytest.raises(BagReadError, match="cannot open bag"):
+    with pytest.raises(BagReadError, match=r"cannot be read: bag\.db3: cannot be opened .*malformed"):
         list(read_frames(paths.bag))
     garbage = tmp_path / "garbage.mcap"
     garbage.write_bytes(b"definitely not an mcap file" * 10)
-    with pytest.raises(BagReadError, match=r"damaged or truncated after 0 frame"):
+    with pytest.raises(BagReadError, match=r"garbage\.mcap: cannot be read \(InvalidMagic"):
         list(read_frames(garbage))
     (tmp_path / "empty_dir").mkdir()
-    with pytest.raises(BagReadError, match=r"without metadata\.yaml"):
+    with pytest.raises(NotABagError, match=r"no metadata\.yaml and no \.mcap/\.db3"):
         list(read_frames(tmp_path / "empty_dir"))
     with pytest.raises(FileNotFoundError):
         list(read_frames(tmp_path / "missing"))
@@ -212,3 +213,90 @@ def test_truncated_sqlite_and_garbage_files_raise_clear_errors(tmp_path):
 def test_unknown_image_topic_lists_the_topics(mcap_scene):
     with pytest.raises(ValueError, match=r"'/nope' is not in .*/camera/color/image_raw"):
         list(read_frames(mcap_scene.bag, image_topic="/nope"))
+
+
+def test_tf_only_recording_equals_the_pose_topic_recording(tmp_path):
+    robot = write_scene(tmp_path / "robot", seed=6, width=WIDTH, height=HEIGHT, num_frames=FRAMES,
+                        depth_encoding="16UC1")
+    posed = write_scene(tmp_path / "posed", seed=6, width=WIDTH, height=HEIGHT, num_frames=FRAMES,
+                        depth_encoding="16UC1", pose_source="pose_topic", storage="mcap")
+    details = {}
+    from_tf = list(read_frames(robot.bag, details=details))
+    from_topic = list(read_frames(posed.bag))
+    assert details["topics"].pose_kind == "tf"
+    assert details["topics"].depth == "/camera/camera/aligned_depth_to_color/image_raw"
+    assert len(from_tf) == len(from_topic) == FRAMES
+    for a, b in zip(from_tf, from_topic, strict=True):
+        assert a.stamp == b.stamp and a.frame_id == b.frame_id == "camera_color_optical_frame"
+        np.testing.assert_allclose(a.pose, b.pose, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(a.depth, b.depth)
+        np.testing.assert_array_equal(a.K, b.K)
+    # /tf named as the pose topic means the same thing; a fixed frame can be chosen
+    explicit = list(read_frames(robot.bag, pose_topic="/tf"))
+    np.testing.assert_allclose(explicit[3].pose, from_tf[3].pose, atol=1e-12)
+    in_odom = list(read_frames(robot.bag, fixed_frame="odom"))
+    map_from_odom = np.asarray(json.loads(robot.scene_json.read_text())["bag"]["tf"]["map_from_odom"])
+    np.testing.assert_allclose(map_from_odom @ in_odom[3].pose, from_tf[3].pose, atol=1e-9)
+
+
+def test_choose_topics_finds_streams_and_asks_only_when_ambiguous():
+    realsense = {
+        "/camera/camera/color/image_raw": "sensor_msgs/msg/Image",
+        "/camera/camera/color/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+        "/camera/camera/color/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/camera/camera/depth/image_rect_raw": "sensor_msgs/msg/Image",
+        "/camera/camera/depth/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/camera/camera/aligned_depth_to_color/image_raw": "sensor_msgs/msg/Image",
+        "/camera/camera/infra1/image_rect_raw": "sensor_msgs/msg/Image",
+        "/camera/camera/infra1/camera_info": "sensor_msgs/msg/CameraInfo",
+        "/odom": "nav_msgs/msg/Odometry",
+        "/tf": "tf2_msgs/msg/TFMessage",
+        "/tf_static": "tf2_msgs/msg/TFMessage",
+    }
+    choice = choose_topics(realsense)
+    assert (choice.image, choice.depth, choice.info) == (
+        "/camera/camera/color/image_raw", "/camera/camera/aligned_depth_to_color/image_raw",
+        "/camera/camera/color/camera_info")
+    assert (choice.pose_kind, choice.pose) == ("tf", "/tf+/tf_static")
+    without_tf = {k: v for k, v in realsense.items() if not k.startswith("/tf")}
+    assert choose_topics(without_tf).pose == "/odom"
+    two = {**realsense, "/arm_cam/color/image_raw": "sensor_msgs/msg/Image",
+           "/arm_cam/color/camera_info": "sensor_msgs/msg/CameraInfo",
+           "/arm_cam/depth/image_raw": "sensor_msgs/msg/Image"}
+    with pytest.raises(ValueError, match=r"several cameras \(/arm_cam/color/image_raw, "
+                                         r"/camera/camera/color/image_raw\): pass --camera"):
+        choose_topics(two)
+    arm = choose_topics(two, camera="arm_cam")
+    assert (arm.image, arm.depth, arm.info) == ("/arm_cam/color/image_raw", "/arm_cam/depth/image_raw",
+                                                "/arm_cam/color/camera_info")
+    with pytest.raises(ValueError, match="no colour image topic of camera 'nope'"):
+        choose_topics(two, camera="nope")
+    with pytest.raises(ValueError, match=r"carries sensor_msgs/msg/CameraInfo, not one of"):
+        choose_topics(realsense, pose_topic="/camera/camera/color/camera_info")
+    compressed_only = {"/cam/image_raw/compressed": "sensor_msgs/msg/CompressedImage",
+                       "/cam/camera_info": "sensor_msgs/msg/CameraInfo"}
+    assert choose_topics(compressed_only).image == "/cam/image_raw/compressed"
+
+
+def write_yuv_mcap(path):
+    """Three 4x2 yuv422 colour images on the usual topic: right topic, unsupported encoding."""
+    typestore = jazzy_typestore()
+    with path.open("wb") as stream:
+        writer = McapRos2Writer(stream)
+        schema = writer.register_msgdef("sensor_msgs/msg/Image",
+                                        typestore.generate_msgdef("sensor_msgs/msg/Image", ros_version=2)[0])
+        for i in range(3):
+            writer.write_message("/camera/color/image_raw", schema,
+                                 {"header": {"stamp": {"sec": 1 + i, "nanosec": 0}, "frame_id": "cam"},
+                                  "height": 2, "width": 4, "encoding": "yuv422", "is_bigendian": 0, "step": 8,
+                                  "data": bytes(16)}, log_time=(1 + i) * 1_000_000_000)
+        writer.finish()
+    return path
+
+
+def test_an_unsupported_encoding_on_the_right_topic_says_so(tmp_path):
+    path = write_yuv_mcap(tmp_path / "yuv.mcap")
+    with pytest.raises(ValueError, match=r"no image of /camera/color/image_raw could be decoded: "
+                                         r"/camera/color/image_raw: unsupported colour encoding 'yuv422'.* "
+                                         r"\(3 message\(s\)\)"):
+        list(read_frames(path))

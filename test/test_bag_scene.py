@@ -78,16 +78,60 @@ def test_files_and_rows_are_in_vsibench_format(written):
             "object_rel_direction_hard", "route_planning"} <= present
 
 
-def test_bag_holds_the_four_topics_one_message_per_frame(written):
-    paths, _, _ = written
+def test_bag_is_recorded_like_a_realsense_robot(written):
+    paths, description, _ = written
+    with AnyReader([paths.bag]) as reader:
+        counts = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+        durability = {c.topic: [q.durability.name for q in c.ext.offered_qos_profiles]
+                      for c in reader.connections}
+        log_times = {}
+        for connection, log_time, _ in reader.messages():
+            log_times.setdefault(connection.topic, []).append(log_time)
+    # odom -> base_link three times per camera frame (plus the last frame), map -> odom at 5 Hz over 1.9 s
+    odom_messages, map_messages = 3 * (FRAMES - 1) + 1, 11
+    assert counts == {
+        "/camera/camera/color/image_raw": ("sensor_msgs/msg/Image", FRAMES),
+        "/camera/camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", FRAMES),
+        "/camera/camera/aligned_depth_to_color/image_raw": ("sensor_msgs/msg/Image", FRAMES),
+        "/camera/camera/aligned_depth_to_color/camera_info": ("sensor_msgs/msg/CameraInfo", FRAMES),
+        "/tf": ("tf2_msgs/msg/TFMessage", odom_messages + map_messages),
+        "/tf_static": ("tf2_msgs/msg/TFMessage", 2),
+    }
+    assert durability["/tf_static"] == ["TRANSIENT_LOCAL"] and durability["/tf"] == ["VOLATILE"]
+    assert description["bag"]["pose_source"] == "tf" and description["bag"]["depth_encoding"] == "16UC1"
+    # received after their stamps: colour 8 ms, tf 30 ms late, so each frame's tf comes after its image
+    stamps = [f["stamp_ns"] for f in description["frames"]]
+    assert log_times["/camera/camera/color/image_raw"] == [s + 8_000_000 for s in stamps]
+    assert log_times["/tf_static"][0] == stamps[0]
+
+
+def test_pose_topic_layout_keeps_the_original_four_topics(tmp_path):
+    paths = write_scene(tmp_path, seed=1, width=32, height=24, num_frames=3, pose_source="pose_topic")
     with AnyReader([paths.bag]) as reader:
         counts = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
     assert counts == {
-        "/camera/color/image_raw": ("sensor_msgs/msg/Image", FRAMES),
-        "/camera/depth/image_raw": ("sensor_msgs/msg/Image", FRAMES),
-        "/camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", FRAMES),
-        "/camera/pose": ("geometry_msgs/msg/PoseStamped", FRAMES),
+        "/camera/color/image_raw": ("sensor_msgs/msg/Image", 3),
+        "/camera/depth/image_raw": ("sensor_msgs/msg/Image", 3),
+        "/camera/color/camera_info": ("sensor_msgs/msg/CameraInfo", 3),
+        "/camera/pose": ("geometry_msgs/msg/PoseStamped", 3),
     }
+
+
+def test_split_recording_lists_its_files_in_order(tmp_path):
+    import yaml
+
+    paths = write_scene(tmp_path, seed=1, width=32, height=24, num_frames=25, storage="mcap",
+                        max_bag_duration_s=0.2)
+    metadata = yaml.safe_load((paths.bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    names = metadata["relative_file_paths"]
+    assert len(names) == 13 and names[:3] == ["bag_0.mcap", "bag_1.mcap", "bag_2.mcap"]
+    assert names[10:] == ["bag_10.mcap", "bag_11.mcap", "bag_12.mcap"]  # recording order, not alphabetical
+    assert sorted(p.name for p in paths.bag.iterdir()) == sorted([*names, "metadata.yaml"])
+    starts = [f["starting_time"]["nanoseconds_since_epoch"] for f in metadata["files"]]
+    assert starts == sorted(starts) and sum(f["message_count"] for f in metadata["files"]) == \
+        metadata["message_count"]
+    with AnyReader([paths.bag]) as reader:  # rosbags reads the merged metadata like rosbag2's own
+        assert {c.topic: c.msgcount for c in reader.connections}["/camera/camera/color/image_raw"] == 25
 
 
 def test_numeric_ground_truth_recomputed(written):

@@ -16,6 +16,7 @@ from spatial_mllm_ros.core.metrics import (
     exact_choice_accuracy,
     ground_truth_letter,
     mean_relative_accuracy,
+    official_score,
     score_question,
 )
 
@@ -162,3 +163,72 @@ def test_mra_depends_only_on_the_relative_error(gt, relative_error):
     assert abs(over - expected) <= 0.1 + 1e-12 and abs(under - expected) <= 0.1 + 1e-12
     assert 0.0 <= over <= 1.0 and 0.0 <= under <= 1.0
     assert mean_relative_accuracy(gt * (1 + relative_error + 0.2), gt) <= over
+
+
+# Official VSI-Bench rules, cases worked out by hand from the rules (first token split on " ",
+# trailing "." stripped, case-insensitive letter match; float() of that token; MRA as the mean of
+# abs(p - g) / g <= 1 - linspace(0.5, 0.95, 10) in doubles).
+OFFICIAL_CHOICE_CASES = [
+    ("B", "B", 1.0),
+    ("b", "B", 1.0),            # case-insensitive
+    ("B.", "B", 1.0),           # trailing dot stripped
+    ("B..", "B", 1.0),          # every trailing dot
+    ("B. sofa", "B", 1.0),      # first token only
+    ("B\n", "B", 1.0),          # white space around the token is stripped
+    ("The answer is B", "B", 0.0),
+    ("(C)", "C", 0.0),
+    ("C)", "C", 0.0),
+    ("B,", "B", 0.0),
+    (" B", "B", 0.0),           # a leading space makes the first token empty
+    ("B\nC", "B", 0.0),         # only spaces split tokens
+    ("", "B", 0.0),
+    (None, "B", 0.0),
+]
+
+
+@pytest.mark.parametrize(("prediction", "truth", "expected"), OFFICIAL_CHOICE_CASES)
+def test_official_multiple_choice_rule(prediction, truth, expected):
+    assert official_score("object_rel_distance", prediction, truth) == expected
+
+
+OFFICIAL_NUMBER_CASES = [
+    ("3", "3", 1.0),
+    ("3.", "3", 1.0),
+    ("three", "3", 0.0),                # not a float
+    ("229.84 meters", "230", 1.0),      # the unit is ignored: 0.16 / 230 is under every limit
+    ("1e1", "10", 1.0),
+    ("1_000", "1000", 1.0),             # Python's float() accepts digit separators
+    ("12,5", "12.5", 0.0),
+    ("nan", "3", 0.0),
+    ("inf", "3", 0.0),
+    ("-3", "3", 0.0),                   # relative error 2
+    ("0", "0", 0.0),                    # upstream divides by zero; worst case here
+    ("", "3", 0.0),
+    (None, "3", 0.0),
+    ("13", "10", 0.5),                  # 0.3 <= 1 - 0.7 = 0.30000000000000004: the edge counts
+    ("1.3", "1", 0.5),                  # 0.30000000000000004 <= 0.30000000000000004
+    ("120", "100", 0.6),                # 0.2 > 1 - 0.8 = 0.19999999999999996: theta 0.8 misses
+    ("1.35", "1", 0.3),                 # 0.3500000000000001 > 0.35: theta 0.65 misses
+    ("145", "100", 0.1),                # 0.45 > 1 - 0.55 = 0.44999999999999996: only theta 0.5
+    ("105", "100", 1.0),                # 0.05 <= 1 - 0.95 = 0.050000000000000044
+    ("150", "100", 0.1),                # 0.5 <= 0.5
+    ("151", "100", 0.0),
+]
+
+
+@pytest.mark.parametrize(("prediction", "truth", "expected"), OFFICIAL_NUMBER_CASES)
+def test_official_mean_relative_accuracy_rule(prediction, truth, expected):
+    assert official_score("object_size_estimation", prediction, truth) == pytest.approx(expected, abs=1e-12)
+
+
+def test_official_and_lenient_disagree_where_upstream_is_strict():
+    # the exact edge counts leniently, not officially
+    assert score_question("object_counting", "120", "100") == pytest.approx(0.7)
+    assert score_question("object_counting", "120", "100", strict_vsibench=True) == pytest.approx(0.6)
+    # sentences and units: read leniently, first token officially
+    assert score_question("object_rel_distance", "The answer is B", "B") == 1.0
+    assert score_question("object_rel_distance", "The answer is B", "B", strict_vsibench=True) == 0.0
+    assert score_question("object_size_estimation", "229.84 meters", "230") == 0.0  # 22984 cm
+    assert score_question("object_size_estimation", "229.84 meters", "230", strict_vsibench=True) == 1.0
+    with pytest.raises(ValueError, match="no VSI-Bench score"):
+        official_score("open", "3", "3")

@@ -1,8 +1,10 @@
 # Copyright 2026 spatial_mllm_ros maintainers
 # SPDX-License-Identifier: Apache-2.0
-"""bag_player as a real process: a synthetic scene bag is published message for message, with /clock."""
+"""bag_player as a real process: recordings published message for message, with /clock and recorded QoS."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 import pytest
@@ -21,10 +23,18 @@ FRAMES = 8
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    return write_scene(tmp_path_factory.mktemp("scene"), seed=3, width=80, height=60, num_frames=FRAMES)
+    # the node's default topics and a pose topic: this environment has no tf2_msgs to replay /tf with
+    return write_scene(tmp_path_factory.mktemp("scene"), seed=3, width=80, height=60, num_frames=FRAMES,
+                       pose_source="pose_topic")
 
 
-def test_player_publishes_every_message_and_the_bag_clock(scene, tmp_path):
+@pytest.mark.parametrize("stored_as", ["jazzy", "humble_sqlite_without_definitions"])
+def test_player_publishes_every_message_and_the_bag_clock(scene, tmp_path, stored_as):
+    bag = scene.bag
+    if stored_as != "jazzy":
+        from test_bag_recording import humble_sqlite_bag
+
+        bag = humble_sqlite_bag(scene.bag, tmp_path / "humble")
     domain_id = random_domain_id()
     client = RosClient(domain_id)
     try:
@@ -34,7 +44,8 @@ def test_player_publishes_every_message_and_the_bag_clock(scene, tmp_path):
         poses = client.collect(PoseStamped, "/camera/pose")
         clocks = client.collect(Clock, "/clock", qos=100)
         player = NodeProcess("spatial_mllm_ros.ros.bag_player",
-                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=2.0"],
+                             ["-p", f"bag:={bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=1.0",
+                              "-p", "wait_for_subscribers_s:=30.0"],
                              domain_id, tmp_path / "player.log")
         try:
             player.process.wait(timeout=60)
@@ -43,12 +54,9 @@ def test_player_publishes_every_message_and_the_bag_clock(scene, tmp_path):
         wait_until(lambda: len(images) == FRAMES and len(poses) == FRAMES, 10.0, "all frames")
     finally:
         client.close()
-    reader = open_bag(scene.bag)
-    try:
-        counts = {c.topic: c.msgcount for c in reader.connections}
-        last_log_ns = reader.end_time - 1
-    finally:
-        reader.close()
+    recording = open_bag(bag)
+    counts = {c.topic: c.message_count for c in recording.connections()}
+    last_log_ns = max(log_time for _, _, log_time, _ in recording.messages())
     assert counts["/camera/color/image_raw"] == len(images) == FRAMES
     assert counts["/camera/depth/image_raw"] == len(depths)
     assert counts["/camera/color/camera_info"] == len(infos)
@@ -86,7 +94,8 @@ def test_bag_replay_into_the_node_on_sim_time(scene, tmp_path):
         selections = client.collect(FrameSelection, f"{node_name}/selected_frames")
         wait_for_state(client, node_name, "active", node, timeout=180.0)
         player = NodeProcess("spatial_mllm_ros.ros.bag_player",
-                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=2.0"],
+                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=1.0",
+                              "-p", "wait_for_subscribers_s:=30.0"],
                              domain_id, tmp_path / "player.log")
         try:
             player.process.wait(timeout=60)
@@ -120,7 +129,7 @@ def test_player_without_a_usable_bag_exits_with_the_reason(tmp_path):
     not_a_bag = tmp_path / "empty_dir"
     not_a_bag.mkdir()
     for bag, reason in (('""', "parameter 'bag' is required"), (str(tmp_path / "missing"), "no bag at"),
-                        (str(not_a_bag), "without metadata.yaml")):
+                        (str(not_a_bag), "holds no metadata.yaml and no .mcap/.db3 storage files")):
         player = NodeProcess("spatial_mllm_ros.ros.bag_player", ["-p", f"bag:={bag}"], random_domain_id(),
                              tmp_path / "player.log")
         player.process.wait(timeout=60)
@@ -130,3 +139,76 @@ def test_player_without_a_usable_bag_exits_with_the_reason(tmp_path):
                          tmp_path / "broken.log")
     broken.process.wait(timeout=60)
     assert broken.stop() == 2 and "cannot start ROS" in broken.output()
+
+
+def _play(bag, tmp_path, name, *extra, domain_id=None):
+    return NodeProcess("spatial_mllm_ros.ros.bag_player",
+                       ["-p", f"bag:={bag}", "-p", "rate:=0.0", "-p", "start_delay_s:=1.0", *extra],
+                       domain_id if domain_id is not None else random_domain_id(), tmp_path / f"{name}.log")
+
+
+def test_transient_local_topics_reach_late_subscribers(tmp_path):
+    """What robot_state_publisher and the static tf broadcasters offer is what the replay offers."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from rosbags.rosbag2 import Writer
+    from std_msgs.msg import String
+
+    from spatial_mllm_ros.bag.writer import TF_QOS, TF_STATIC_QOS, jazzy_typestore
+
+    bag = tmp_path / "latched"
+    typestore = jazzy_typestore()
+    with Writer(bag, version=9) as writer:
+        latched = writer.add_connection("/robot_description", "std_msgs/msg/String", typestore=typestore,
+                                        offered_qos_profiles=(TF_STATIC_QOS, TF_STATIC_QOS))
+        volatile = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=typestore,
+                                         offered_qos_profiles=(TF_QOS,))
+        for i, (connection, text) in enumerate([(latched, "urdf part 1"), (latched, "urdf part 2"),
+                                                (volatile, "hello")]):
+            message = typestore.types["std_msgs/msg/String"](data=text)
+            data = typestore.serialize_cdr(message, "std_msgs/msg/String")
+            writer.write(connection, 1_000_000_000 + i, data)
+    domain_id = random_domain_id()
+    player = _play(bag, tmp_path, "latched", "-p", "exit_when_done:=false", domain_id=domain_id)
+    client = RosClient(domain_id)
+    try:
+        wait_until(lambda: "played 3 messages" in player.output(), 30.0, "playback done")
+        late = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        descriptions = client.collect(String, "/robot_description", qos=late)
+        chatter = client.collect(String, "/chatter", qos=late)
+        wait_until(lambda: len(descriptions) == 2, 10.0, "both latched messages")
+        time.sleep(0.5)
+        assert [m.data for m in descriptions] == ["urdf part 1", "urdf part 2"] and chatter == []
+    finally:
+        client.close()
+        assert player.stop() == 0, player.output()  # Ctrl-C ends the player cleanly
+    assert "error" not in player.output().lower() and "Traceback" not in player.output()
+
+
+def test_nothing_playable_is_an_error_with_the_reason(tmp_path):
+    from rosbags.rosbag2 import Writer
+
+    from spatial_mllm_ros.bag.writer import jazzy_typestore
+
+    bag = tmp_path / "tf_only"
+    typestore = jazzy_typestore()
+    with Writer(bag, version=9) as writer:
+        connection = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore)
+        message = typestore.types["tf2_msgs/msg/TFMessage"](transforms=[])
+        writer.write(connection, 1, typestore.serialize_cdr(message, "tf2_msgs/msg/TFMessage"))
+    player = _play(bag, tmp_path, "nothing")
+    player.process.wait(timeout=60)
+    assert player.stop() == 1
+    assert "nothing to play" in player.output() and "package tf2_msgs not installed" in player.output()
+    wrong = _play(bag, tmp_path, "wrong", "-p", "topics:=['/camera/color/image_raw']")
+    wrong.process.wait(timeout=60)
+    assert wrong.stop() == 1 and "no topic /camera/color/image_raw in the bag" in wrong.output()
+
+
+def test_ctrl_c_during_playback_is_a_clean_stop(scene, tmp_path):
+    player = _play(scene.bag, tmp_path, "interrupted", "-p", "rate:=0.05", "-p", "start_delay_s:=0.0")
+    wait_until(lambda: "playing" in player.output(), 30.0, "playback started")
+    time.sleep(1.0)
+    assert player.stop() == 0
+    output = player.output()
+    assert "Traceback" not in output and "playback stopped" not in output and "error" not in output.lower()

@@ -43,8 +43,9 @@ BUFFER_MEGABYTES = 256.0
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
+    # the node's default topics with a pose topic (no tf2_msgs here to replay /tf with)
     return write_scene(tmp_path_factory.mktemp("scene") / "room", seed=1, width=160, height=120,
-                       num_frames=NUM_FRAMES)
+                       num_frames=NUM_FRAMES, pose_source="pose_topic")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,8 @@ def offline(scene, questions_file, model_dir, tmp_path_factory):
     try:
         return evaluate_bag(scene.bag, questions_file, qa, tmp_path_factory.mktemp("offline"),
                             max_frames=MAX_FRAMES, progress=False, report=False,
-                            buffer_max_frames=BUFFER_FRAMES, buffer_max_megabytes=BUFFER_MEGABYTES)
+                            buffer_max_frames=BUFFER_FRAMES, buffer_max_megabytes=BUFFER_MEGABYTES,
+                            window="sliding")
     finally:
         qa.close()
 
@@ -101,7 +103,8 @@ def replayed(scene, questions_file, model_dir, tmp_path_factory):
         client.diagnostics = client.collect(DiagnosticArray, "/diagnostics")
         wait_for_state(client, NODE, "active", node, timeout=180.0)
         player = NodeProcess("spatial_mllm_ros.ros.bag_player",
-                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=2.0"],
+                             ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=1.0",
+                              "-p", "wait_for_subscribers_s:=30.0"],
                              domain_id, logs / "player.log")
         player.process.wait(timeout=120)
         assert player.stop() == 0, player.output()
@@ -152,7 +155,7 @@ def test_replayed_answers_score_like_the_offline_evaluation(questions_file, offl
     for row in offline.rows:
         question = questions[row["id"]]
         score = score_question(question.question_type, answers[row["id"]].raw_text, question.ground_truth,
-                               question.options)
+                               question.options, strict_vsibench=True)
         assert score == pytest.approx(row["score"])
         rows.append({"question_type": question.question_type, "score": score})
     summary, _ = summarize(rows)

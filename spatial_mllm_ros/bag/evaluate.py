@@ -10,15 +10,20 @@ metrics and writes results (JSON + CSV, atomically) and a report folder with plo
 The run is resumable: each answer is appended to ``answers.jsonl`` (flushed and fsynced) as soon
 as it exists, and a rerun into the same output folder skips the questions already answered.
 
-Frames go through the node's ``FrameBuffer`` with the node's default bounds (so a bag longer than
-the buffer is evaluated on its last frames, as a replay into the node would be) and the engine's
-selector; questions are asked one by one like the node does (``batch_size`` batches them). The
-ROS test ``test_ros_replay_eval`` checks that a replay through the node gives the same answers.
+Which frames the model sees follows VSI-Bench's protocol by default (``window="whole"``): candidates
+are sampled uniformly across the whole recording, up to 128 as upstream samples a video, and the
+engine's selector picks ``max_frames`` of them. ``window="sliding"`` evaluates what the ROS node would
+see after a replay instead: the node's ``FrameBuffer`` bounds, so a bag longer than the buffer is
+evaluated on its last frames (the ROS test ``test_ros_replay_eval`` checks that a replay through the
+node gives the same answers). Either way the frames pass through the node's ``FrameBuffer`` type and
+questions are asked one by one like the node does (``batch_size`` batches them).
 
-A truncated or corrupt bag stops the run with :class:`~spatial_mllm_ros.bag.reader.BagReadError`
-(after saying how many frames were readable); answers already in the output folder are kept
-untouched. ``allow_truncated=True`` (CLI ``--allow-truncated``) instead evaluates on the frames
-read before the damage and records the reader's error in ``results.json`` (``bag_error``).
+A damaged recording stops the run with :class:`~spatial_mllm_ros.bag.reader.BagReadError` (after
+saying how many frames were readable); answers already in the output folder are kept untouched.
+``allow_truncated=True`` (CLI ``--allow-truncated``) instead evaluates on every readable frame (a
+truncated last file's frames, the intact split files around a damaged one) and records the reader's
+error in ``results.json`` (``bag_error``). Exit codes of the CLI: 0 done, 2 bad input (paths, topics,
+question files), 3 damaged data, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -38,11 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spatial_mllm_ros.bag.reader import BagReadError, read_frames
+from spatial_mllm_ros.bag.reader import AUTO, BagReadError, probe_bag, read_frames
 from spatial_mllm_ros.core.atomic import json_safe, write_json_atomic, write_text_atomic
 from spatial_mllm_ros.core.buffer import FrameBuffer
-from spatial_mllm_ros.core.metrics import aggregate_vsibench, score_question
-from spatial_mllm_ros.core.prompts import OPTION_LETTERS, TASK_TYPES, infer_task_type, split_option
+from spatial_mllm_ros.core.metrics import (
+    aggregate_vsibench,
+    ground_truth_letter,
+    official_score,
+    score_question,
+)
+from spatial_mllm_ros.core.prompts import (
+    MULTIPLE_CHOICE_TASK_TYPES,
+    OPTION_LETTERS,
+    TASK_TYPES,
+    infer_task_type,
+    split_option,
+)
 
 ANSWERS_FILE = "answers.jsonl"
 RUN_CONFIG_FILE = "run_config.json"
@@ -71,7 +87,7 @@ class EvalResult:
     """What :func:`evaluate_bag` produced (all rows, the summary and where the files are)."""
 
     rows: list[dict[str, Any]]
-    summary: dict[str, float]
+    summary: dict[str, float]  # official VSI-Bench scores (0..1)
     task_counts: dict[str, int]
     out_dir: Path
     results_json: Path
@@ -85,6 +101,7 @@ class EvalResult:
     reused: int = 0
     read_s: float = 0.0
     answer_s: float = 0.0
+    summary_lenient: dict[str, float] = field(default_factory=dict)  # answers read by parse_answer
 
     @property
     def overall(self) -> float:
@@ -220,37 +237,93 @@ class AnswerLog:
 # frames
 
 
-# The node's buffer defaults (ros/qa_node.py parameters buffer.*): offline runs keep the same frames.
+# The node's buffer defaults (ros/qa_node.py parameters buffer.*): sliding-window runs keep the same frames.
 NODE_BUFFER_MAX_FRAMES = 300
 NODE_BUFFER_MAX_MEGABYTES = 1024.0
+# VSI-Bench's protocol: up to 128 frames sampled uniformly across the whole video are the candidates.
+UPSTREAM_CANDIDATES = 128
+WINDOWS = ("whole", "sliding")
+
+
+class UniformSampler:
+    """Keeps frames evenly spread over a stream of unknown length, at most ``2 * limit`` in memory.
+
+    Every ``stride``-th frame is kept; when more than ``2 * limit`` are held the stride doubles and
+    every other kept frame is dropped, so the kept frames always cover the whole stream so far.
+    :meth:`result` returns ``limit`` of them picked uniformly (all of them when fewer).
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"the number of candidates must be >= 1, got {limit}")
+        self.limit = limit
+        self.stride = 1
+        self.seen = 0
+        self._kept: list = []
+
+    def add(self, item) -> None:
+        """Offer the next item of the stream."""
+        if self.seen % self.stride == 0:
+            self._kept.append(item)
+            if len(self._kept) > 2 * self.limit:
+                self._kept = self._kept[::2]
+                self.stride *= 2
+        self.seen += 1
+
+    def result(self) -> list:
+        """Up to ``limit`` kept items, evenly spread over the stream, in stream order."""
+        if len(self._kept) <= self.limit:
+            return list(self._kept)
+        import numpy as np
+
+        picks = np.unique(np.round(np.linspace(0, len(self._kept) - 1, self.limit)).astype(int))
+        return [self._kept[i] for i in picks]
 
 
 def read_bag_frames(bag_path: str | Path, *, buffer_max_frames: int = NODE_BUFFER_MAX_FRAMES,
                     buffer_max_megabytes: float = NODE_BUFFER_MAX_MEGABYTES, camera_id: str | None = None,
-                    allow_truncated: bool = False, **topics: str) -> tuple[list, str, dict[str, int]]:
-    """Read a bag into a FrameBuffer set up like the node's; return its frames, reader error, counters.
+                    allow_truncated: bool = False, window: str = "sliding",
+                    candidates: int = UPSTREAM_CANDIDATES, camera: str | None = None,
+                    fixed_frame: str | None = None, details: dict | None = None,
+                    **topics: str) -> tuple[list, str, dict[str, int]]:
+    """Read a bag's frames into a FrameBuffer; return its frames, reader error, counters.
 
-    The frames are the buffer's time-sorted frames (so a bag longer than ``buffer_max_frames``
-    keeps its last frames, exactly as the node would after a replay). The reader error is "" for a
-    sound bag; for a damaged one it is raised as ``BagReadError`` unless ``allow_truncated``, in
-    which case the frames read before the damage are returned with it.
+    ``window="sliding"``: the buffer is set up like the node's (a bag longer than
+    ``buffer_max_frames`` keeps its last frames, exactly as the node would after a replay).
+    ``window="whole"``: up to ``candidates`` frames sampled uniformly across the whole recording.
+    The reader error is "" for a sound bag; for a damaged one it is raised as ``BagReadError``
+    unless ``allow_truncated``, in which case every readable frame is used and the error returned.
     """
-    buffer = FrameBuffer(max_frames=buffer_max_frames, max_bytes=int(buffer_max_megabytes * 1024 * 1024))
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+    limit = buffer_max_frames if window == "sliding" else candidates
+    buffer = FrameBuffer(max_frames=limit, max_bytes=int(buffer_max_megabytes * 1024 * 1024))
+    sampler = UniformSampler(candidates) if window == "whole" else None
     bag_error = ""
     count = 0
+    details = {} if details is None else details
     try:
-        for frame in read_frames(bag_path, **{k: v for k, v in topics.items() if v}):
-            buffer.add_frame(frame)  # image, depth, K and pose into the node's buffer type
+        for frame in read_frames(bag_path, **{k: v for k, v in topics.items() if v}, camera=camera,
+                                 fixed_frame=fixed_frame, details=details):
+            if sampler is None:
+                buffer.add_frame(frame)  # image, depth, K and pose into the node's buffer type
+            else:
+                sampler.add(frame)
             count += 1
     except BagReadError as error:
-        if not allow_truncated:
-            raise BagReadError(f"{error} ({count} frame(s) were readable before the damage; "
-                               "--allow-truncated evaluates on them)") from error
+        if not allow_truncated or count == 0:
+            suggestion = "; --allow-truncated evaluates on them" if count and not allow_truncated else ""
+            damaged = BagReadError(f"{error}{suggestion}")
+            damaged.frames_read = count
+            raise damaged from error
         bag_error = str(error)
+    for frame in sampler.result() if sampler is not None else []:
+        buffer.add_frame(frame)
     frames = buffer.frames(camera_id=camera_id)
     if not frames:
-        raise ValueError(f"no frames read from {bag_path}" + (f": {bag_error}" if bag_error else
-                         " (check the topic names)"))
+        choice = details.get("topics")
+        raise ValueError(f"no frames read from {bag_path}" + (f" ({choice.describe()})" if choice else "")
+                         + (f" of camera_id {camera_id!r}" if camera_id and count else ""))
     return frames, bag_error, buffer.counters
 
 
@@ -308,8 +381,9 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
         record = records.get(question.id, {})
         raw_text = record.get("raw_text", "")
         failed = not record or bool(record.get("error"))
-        score = 0.0 if failed else float(score_question(question.question_type, raw_text,
-                                                            question.ground_truth, question.options))
+        score = 0.0 if failed else _official(question, raw_text)
+        lenient = 0.0 if failed else float(score_question(question.question_type, raw_text,
+                                                              question.ground_truth, question.options))
         rows.append({
             "id": question.id,
             "dataset": question.dataset,
@@ -324,6 +398,7 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
             "value": record.get("value"),
             "unit": record.get("unit", ""),
             "score": score,
+            "score_lenient": lenient,
             "error": record.get("error", NOT_ANSWERED) if failed else "",
             "num_frames": len(record.get("frame_stamps", [])),
             "frame_stamps": record.get("frame_stamps", []),
@@ -336,14 +411,25 @@ def _score_rows(questions: list[Question], records: dict[str, dict[str, Any]]) -
     return rows
 
 
-def summarize(rows: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, int]]:
+def _official(question: Question, raw_text: str) -> float:
+    """The official VSI-Bench score; a multiple-choice truth given as option text is its letter first."""
+    truth = question.ground_truth
+    if question.question_type in MULTIPLE_CHOICE_TASK_TYPES:
+        truth = ground_truth_letter(truth, question.options)
+    return official_score(question.question_type, raw_text, truth)
+
+
+def summarize(rows: list[dict[str, Any]],
+              score_key: str = "score") -> tuple[dict[str, float], dict[str, int]]:
     """VSI-Bench aggregate (per task + overall) and the number of questions per reported task.
 
-    Questions not asked yet (an interrupted or ``limit``-ed run) are left out, so a partial run
-    shows the scores so far; failed answers count as 0, as in VSI-Bench.
+    ``score_key`` "score" gives the official scores, "score_lenient" the lenient ones. Questions not
+    asked yet (an interrupted or ``limit``-ed run) are left out, so a partial run shows the scores so
+    far; failed answers count as 0, as in VSI-Bench.
     """
     asked = [r for r in rows if r.get("error") != NOT_ANSWERED]
-    summary = aggregate_vsibench([{"question_type": r["question_type"], "score": r["score"]} for r in asked])
+    summary = aggregate_vsibench([{"question_type": r["question_type"], "score": r[score_key]}
+                                  for r in asked])
     counts = Counter(_reported_task(r["question_type"]) for r in asked)
     return {key: float(value) for key, value in summary.items()}, dict(counts)
 
@@ -352,25 +438,31 @@ def _reported_task(question_type: str) -> str:
     return "object_rel_direction" if question_type.startswith("object_rel_direction") else question_type
 
 
-def format_table(summary: dict[str, float], counts: dict[str, int]) -> str:
-    """Per-task table in VSI-Bench order, overall last."""
-    tasks = [task for task in summary if task != "overall"]
-    width = max([len(t) for t in tasks] + [len("overall")])
-    lines = [f"{'task'.ljust(width)}  {'n':>4}  score", f"{'-' * width}  {'-' * 4}  -----"]
+def format_table(summary: dict[str, float], counts: dict[str, int],
+                 lenient: dict[str, float] | None = None) -> str:
+    """Per-task table in VSI-Bench order, overall last: official scores, then the lenient column."""
+    tasks = [task for task in summary if task != "overall"] + ["overall"]
+    width = max(len(t) for t in tasks)
+
+    def shown(value: float) -> str:
+        return "     nan" if math.isnan(value) else f"{100 * value:8.1f}"
+
+    header = f"{'task'.ljust(width)}  {'n':>4}  official" + ("   lenient" if lenient is not None else "")
+    lines = [header, "-" * len(header)]
     for task in tasks:
-        score = summary[task]
-        shown = "  nan" if math.isnan(score) else f"{100 * score:5.1f}"
-        lines.append(f"{task.ljust(width)}  {counts.get(task, 0):>4}  {shown}")
-    overall = summary.get("overall", float("nan"))
-    lines.append(f"{'overall'.ljust(width)}  {sum(counts.values()):>4}  "
-                 + ("  nan" if math.isnan(overall) else f"{100 * overall:5.1f}"))
+        n = sum(counts.values()) if task == "overall" else counts.get(task, 0)
+        line = f"{task.ljust(width)}  {n:>4}  {shown(summary.get(task, float('nan')))}"
+        if lenient is not None:
+            line += f"  {shown(lenient.get(task, float('nan')))}"
+        lines.append(line)
     return "\n".join(lines)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     columns = ["id", "dataset", "scene_name", "question_type", "question", "options", "ground_truth",
-               "raw_text", "kind", "choice_letter", "value", "unit", "score", "error", "num_frames",
-               "selection_method", "coverage", "selection_ms", "encode_ms", "generate_ms", "frame_stamps"]
+               "raw_text", "kind", "choice_letter", "value", "unit", "score", "score_lenient", "error",
+               "num_frames", "selection_method", "coverage", "selection_ms", "encode_ms", "generate_ms",
+               "frame_stamps"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -397,6 +489,8 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
                  buffer_max_frames: int = NODE_BUFFER_MAX_FRAMES,
                  buffer_max_megabytes: float = NODE_BUFFER_MAX_MEGABYTES, camera_id: str | None = None,
                  topics: dict[str, str] | None = None, log: Callable[[str], None] | None = None,
+                 window: str = "whole", candidates: int = UPSTREAM_CANDIDATES, camera: str | None = None,
+                 fixed_frame: str | None = None,
                  ) -> EvalResult:
     """Evaluate ``qa`` (an engine ``SpatialQA``) on every question about the frames of one bag.
 
@@ -407,6 +501,9 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
     disk (an exception raised there stops the run; everything answered so far stays on disk).
     ``batch_size`` > 1 asks that many questions per ``ask_many`` call (one generation batch; faster,
     and on float32 CPU the same texts; 1, the default, asks one by one exactly like the node).
+    ``window`` "whole" (default, VSI-Bench's protocol) samples up to ``candidates`` frames uniformly
+    across the recording; "sliding" keeps what the node's buffer would (``buffer_max_frames``).
+    ``camera``/``fixed_frame``/``topics`` go to the bag reader (topics default to discovery).
     Raises ``BagReadError`` for a damaged bag unless ``allow_truncated``, and ``ValueError`` for
     bad question files or an output folder made by a different configuration.
     """
@@ -422,14 +519,24 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
                          f"build SpatialQA(selector={selector!r})")
 
     started = time.perf_counter()
+    details: dict[str, Any] = {}
     frames, bag_error, counters = read_bag_frames(
         bag_path, buffer_max_frames=buffer_max_frames, buffer_max_megabytes=buffer_max_megabytes,
-        camera_id=camera_id, allow_truncated=allow_truncated, **(topics or {}))
+        camera_id=camera_id, allow_truncated=allow_truncated, window=window, candidates=candidates,
+        camera=camera, fixed_frame=fixed_frame, details=details, **(topics or {}))
     read_s = time.perf_counter() - started
     evicted = counters.get("evicted_image_capacity", 0) + counters.get("evicted_image_memory", 0)
-    log(f"read {len(frames)} frames from {bag_path} in {read_s:.2f} s"
-        + (f"; the buffer kept the last {len(frames)} ({evicted} older ones evicted, as the node would)"
-           if evicted else "") + (f" (bag damaged: {bag_error})" if bag_error else ""))
+    log(f"read {bag_path} in {read_s:.2f} s: {details['topics'].describe()}")
+    if window == "whole":
+        log(f"{len(frames)} candidate frames sampled uniformly across the recording (up to {candidates})")
+    else:
+        log(f"{len(frames)} frames in the sliding window"
+            + (f": the buffer kept the last {len(frames)} ({evicted} older ones evicted, as the node would)"
+               if evicted else ""))
+    for warning in details.get("warnings", []):
+        log(f"warning: {warning}")
+    if bag_error:
+        log(f"bag damaged: {bag_error}")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     answers_path = out_dir / ANSWERS_FILE
@@ -445,6 +552,8 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
         "max_new_tokens": int(getattr(qa, "max_new_tokens", 0)),
         "max_frames": int(max_frames),
         "selector": selector,
+        "window": window,
+        "candidates": int(candidates) if window == "whole" else None,
     }
     config_path = out_dir / RUN_CONFIG_FILE
     if fresh:
@@ -489,7 +598,9 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
 
     rows = _score_rows(questions, records)
     summary, counts = summarize(rows)
-    result = EvalResult(rows=rows, summary=summary, task_counts=counts, out_dir=out_dir,
+    summary_lenient, _ = summarize(rows, "score_lenient")
+    result = EvalResult(rows=rows, summary=summary, summary_lenient=summary_lenient, task_counts=counts,
+                        out_dir=out_dir,
                         results_json=out_dir / RESULTS_JSON, results_csv=out_dir / RESULTS_CSV,
                         answers_jsonl=answers_path, report_dir=None, frames_read=len(frames),
                         bag_error=bag_error, answered_now=answered_now, reused=reused,
@@ -497,6 +608,10 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
     unanswered = sum(1 for r in rows if r["error"] == NOT_ANSWERED)
     payload = {
         "summary": summary,
+        "summary_lenient": summary_lenient,
+        "scoring": {"summary": "official VSI-Bench rules (first token, float MRA)",
+                    "summary_lenient": "answers read by parse_answer (letters in sentences, units "
+                                       "converted)"},
         "task_counts": counts,
         "questions": len(rows),
         "unanswered": unanswered,
@@ -504,6 +619,7 @@ def evaluate_bag(bag_path: str | Path, questions_path: str | Path, qa: Any, out_
         "config": run_config,
         "bag_error": bag_error,
         "frames_read": len(frames),
+        "topics": details["topics"].describe(),
         "buffer_counters": counters,
         "read_s": read_s,
         "answer_s": answer_s,
@@ -578,16 +694,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--window", choices=WINDOWS, default="whole",
+                        help="whole (default, VSI-Bench's protocol): candidates sampled uniformly across "
+                             "the recording; sliding: the node's buffer after a replay (the last "
+                             "--buffer-frames)")
+    parser.add_argument("--candidates", type=int, default=UPSTREAM_CANDIDATES,
+                        help=f"candidates of --window whole (default {UPSTREAM_CANDIDATES})")
     parser.add_argument("--buffer-frames", type=int, default=NODE_BUFFER_MAX_FRAMES,
-                        help="frames the buffer keeps, as the node's buffer.max_frames (default "
-                             f"{NODE_BUFFER_MAX_FRAMES}: a longer bag is evaluated on its last frames)")
+                        help="with --window sliding: frames the buffer keeps, as the node's "
+                             f"buffer.max_frames (default {NODE_BUFFER_MAX_FRAMES})")
     parser.add_argument("--buffer-megabytes", type=float, default=NODE_BUFFER_MAX_MEGABYTES,
                         help=f"image memory bound of the buffer (default {NODE_BUFFER_MAX_MEGABYTES:g})")
     parser.add_argument("--camera-id", help="evaluate one camera's frames (default: all)")
-    parser.add_argument("--image-topic")
-    parser.add_argument("--depth-topic")
-    parser.add_argument("--info-topic")
-    parser.add_argument("--pose-topic")
+    parser.add_argument("--camera", help="camera namespace when the recording holds several cameras")
+    parser.add_argument("--image-topic", help="colour topic (default: discovered)")
+    parser.add_argument("--depth-topic", help="depth topic (default: discovered, aligned to colour first)")
+    parser.add_argument("--info-topic", help="camera_info topic (default: the colour stream's)")
+    parser.add_argument("--pose-topic", help="pose topic, or /tf (default: tf when recorded, else the pose "
+                                             "topic)")
+    parser.add_argument("--fixed-frame", help="tf frame the poses are expressed in (default map, else odom)")
     parser.add_argument("--batch-size", type=int, default=1,
                         help="questions per generation batch (default 1: one by one, like the node)")
     parser.add_argument("--limit", type=int, help="answer at most N new questions, then stop")
@@ -606,14 +731,25 @@ def main(argv: list[str] | None = None) -> int:
     if not bag.exists():
         print(f"eval: bag {bag} does not exist", file=sys.stderr)
         return 2
+    topics = {"image_topic": args.image_topic, "depth_topic": args.depth_topic,
+              "info_topic": args.info_topic, "pose_topic": args.pose_topic}
+    try:  # the bag's topics are checked before anything heavy happens
+        choice = probe_bag(bag, **{k: v or AUTO for k, v in topics.items()}, camera=args.camera)
+    except BagReadError as error:
+        print(f"eval: damaged bag: {error}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError) as error:
+        print(f"eval: {error}", file=sys.stderr)
+        return 2
+    print(f"eval: reading {choice.describe()}", file=sys.stderr)
+    for note in choice.notes:
+        print(f"eval: note: {note}", file=sys.stderr)
     questions = Path(args.questions) if args.questions else _default_questions(bag)
     if questions is None:
         print(f"eval: no --questions given and no questions.json in or next to {bag}", file=sys.stderr)
         return 2
     name = bag.resolve().parent.name if bag.stem == "bag" else bag.stem  # make-scene writes SCENE/bag
     out_dir = Path(args.out) if args.out else Path.cwd() / f"eval_{name}"
-    topics = {"image_topic": args.image_topic, "depth_topic": args.depth_topic,
-              "info_topic": args.info_topic, "pose_topic": args.pose_topic}
     try:  # a bad question file fails before the model is loaded
         load_questions(questions)
         from spatial_mllm_ros.engine import SpatialQA
@@ -632,9 +768,12 @@ def main(argv: list[str] | None = None) -> int:
                               buffer_max_frames=args.buffer_frames,
                               buffer_max_megabytes=args.buffer_megabytes, camera_id=args.camera_id,
                               topics={k: v for k, v in topics.items() if v},
-                              log=lambda message: print(message, file=sys.stderr))
+                              log=lambda message: print(message, file=sys.stderr), window=args.window,
+                              candidates=args.candidates, camera=args.camera, fixed_frame=args.fixed_frame)
     except BagReadError as error:
-        print(f"eval: damaged bag: {error}\nanswers computed so far are kept in {out_dir / ANSWERS_FILE}",
+        kept = out_dir / ANSWERS_FILE
+        print(f"eval: damaged bag: {error}" + (f"\nanswers computed so far are kept in {kept}"
+                                               if kept.is_file() and kept.stat().st_size else ""),
               file=sys.stderr)
         return 3
     except (ValueError, FileNotFoundError) as error:
@@ -646,7 +785,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         qa.close()
-    print(format_table(result.summary, result.task_counts))
+    print(format_table(result.summary, result.task_counts, result.summary_lenient))
     if result.bag_error:
         print(f"note: bag damaged, evaluated on the first {result.frames_read} frames ({result.bag_error})")
     missing = sum(1 for r in result.rows if r["error"] == NOT_ANSWERED)

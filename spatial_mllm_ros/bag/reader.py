@@ -2,37 +2,57 @@
 # SPDX-License-Identifier: Apache-2.0
 """Read RGB-D camera frames out of recorded bags, without a ROS installation.
 
-Engineers evaluate the model by replaying recordings, so the evaluation must accept what robots
-record: rosbag2 directories (sqlite3 or mcap storage), bare ``.mcap`` files written by other tools
-(e.g. ``mcap-ros2-support``), raw ``sensor_msgs/Image`` (rgb8/bgr8/rgba8/bgra8/mono8) or
-``CompressedImage`` colour, 16UC1/32FC1 depth (raw or ``compressedDepth`` PNG), ``CameraInfo`` and a
-pose topic (``PoseStamped``, ``PoseWithCovarianceStamped``, ``Odometry`` or ``TransformStamped``: the
-camera optical frame in the world). :func:`read_frames` streams one :class:`~core.frames.Frame` per
-colour image, with the depth, intrinsics and pose nearest in header time attached.
+Engineers evaluate the model by replaying what robots record, so the reader takes recordings as they
+come (storage quirks: :mod:`spatial_mllm_ros.bag.recording`) and finds its streams in them:
 
-A damaged recording (truncated copy, corrupt chunk) must not lose what could be read: every frame
-read before the damage is yielded first, then :class:`BagReadError` says what went wrong. An mcap
-file without its footer (a recording cut short) is read front to back with the ``mcap`` stream reader
-(chunk CRCs checked); a truncated sqlite3 file is refused by SQLite, so it fails at opening.
+- colour: an ``Image`` (rgb8/bgr8/rgba8/bgra8/mono8) or ``CompressedImage`` (JPEG/PNG) topic with a
+  matching ``camera_info``; depth: 16UC1/32FC1 (raw or ``compressedDepth``), aligned-to-colour
+  preferred; intrinsics: the colour stream's ``CameraInfo``;
+- camera poses: from ``/tf`` + ``/tf_static`` when the recording has them (the chain from a fixed
+  frame, ``map`` else ``odom`` else ``fixed_frame``, to each image's ``header.frame_id``,
+  interpolated at the image stamp with tf2's semantics: :class:`~core.tf_tree.TfTree`, the tree the
+  node uses for live tf), else from a ``PoseStamped`` / ``PoseWithCovarianceStamped`` /
+  ``TransformStamped`` / ``Odometry`` topic (the camera optical frame in the world).
+
+Topics left at :data:`AUTO` are discovered and the choice is reported (``details``); only truly
+ambiguous recordings (several cameras) ask for ``camera``. :func:`read_frames` streams one
+:class:`~core.frames.Frame` per colour image with the nearest depth, intrinsics and pose attached;
+images wait (bounded) for later depth and for tf coverage past their stamp, since tf is often
+recorded after the image it applies to.
+
+A damaged recording must not lose what could be read: every readable frame (also from the intact
+split files after a damaged one) is yielded first, then :class:`BagReadError` says what was lost.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import struct
-from collections import deque
+import re
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from spatial_mllm_ros.core.frames import Frame, depth_view, rgb_view
+from spatial_mllm_ros.bag.recording import BagReadError, NotABagError, Recording, open_recording
+from spatial_mllm_ros.core.frames import Frame
 from spatial_mllm_ros.core.geometry import intrinsics_from_camera_info, pose_from_translation_quaternion
+from spatial_mllm_ros.core.imaging import (
+    ImageDecodeError,
+    decode_compressed_color,
+    decode_compressed_depth,
+)
+from spatial_mllm_ros.core.imaging import decode_color as decode_color_fields
+from spatial_mllm_ros.core.imaging import decode_depth as decode_depth_fields
+from spatial_mllm_ros.core.tf_tree import TfTree, TransformError
+
+__all__ = ["AUTO", "BagReadError", "NotABagError", "TopicChoice", "choose_topics", "probe_bag", "read_frames",
+           "resolve_bag_path"]
 
 LOGGER = logging.getLogger(__name__)
 
+AUTO = "auto"  # a topic argument left to discovery
 DEFAULT_IMAGE_TOPIC = "/camera/color/image_raw"
 DEFAULT_DEPTH_TOPIC = "/camera/depth/image_raw"
 DEFAULT_INFO_TOPIC = "/camera/color/camera_info"
@@ -42,40 +62,208 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 POSE_TYPES = (
     "geometry_msgs/msg/PoseStamped",
     "geometry_msgs/msg/PoseWithCovarianceStamped",
-    "nav_msgs/msg/Odometry",
     "geometry_msgs/msg/TransformStamped",
+    "nav_msgs/msg/Odometry",
 )
 INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+TF_TOPICS = ("/tf", "/tf_static")
+FIXED_FRAMES = ("map", "odom")
+TF_POSE = "tf"  # TopicChoice.pose_kind of poses from /tf + /tf_static
+# Transforms older than this (relative to the newest on their edge) are dropped; images wait at most
+# max_pending frames, so a minute of tf covers any of them.
+TF_CACHE_S = 60.0
 
-
-class BagReadError(RuntimeError):
-    """The bag cannot be opened or is damaged part-way (the frames before the damage were yielded)."""
-
-
-def _jazzy_typestore():
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_JAZZY)
+_NOT_COLOUR = re.compile(r"depth|infra|/ir(?:/|$|_)|disparity|confidence|thermal", re.I)
+_COLOUR_WORDS = re.compile(r"colou?r|rgb", re.I)
 
 
 def resolve_bag_path(bag_path: str | Path) -> Path:
-    """The path to hand to ``rosbags``: a rosbag2 directory, or a bare ``.mcap``/``.db3`` file.
+    """The recording's directory (or the bare storage file); FileNotFoundError / NotABagError."""
+    recording = open_recording(bag_path)
+    recording.close()
+    return recording.path
 
-    A storage file inside a rosbag2 directory (with ``metadata.yaml``) resolves to the directory.
-    Raises FileNotFoundError for a missing path and BagReadError for something that is not a bag.
+
+# ---------------------------------------------------------------------------------------------
+# topic choice
+
+
+@dataclass
+class TopicChoice:
+    """The streams read from a recording and why (``notes``)."""
+
+    image: str
+    depth: str | None = None
+    info: str | None = None
+    pose: str | None = None  # a pose topic, or the tf topics joined by "+"
+    pose_kind: str | None = None  # "tf", "topic" or None
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One line: what is read from where."""
+        pose = {TF_POSE: f"tf ({self.pose})", "topic": self.pose, None: "none"}[self.pose_kind]
+        return (f"colour {self.image}, depth {self.depth or 'none'}, camera_info {self.info or 'none'}, "
+                f"poses {pose}")
+
+
+def _base_topic(topic: str) -> str:
+    for suffix in ("/compressedDepth", "/compressed"):
+        if topic.endswith(suffix):
+            return topic[: -len(suffix)]
+    return topic
+
+
+def _namespace(topic: str) -> str:
+    return topic.rsplit("/", 1)[0]
+
+
+def _camera_root(colour_base: str) -> str:
+    """``/camera/camera`` of ``/camera/camera/color/image_raw`` (the driver's namespace)."""
+    return _namespace(_namespace(colour_base))
+
+
+def _in_camera(topic: str, camera: str) -> bool:
+    return f"/{camera.strip('/')}/" in topic + "/"
+
+
+def _pick_variant(topics: dict[str, str], base: str, suffix: str) -> str | None:
+    """The raw topic of a stream when recorded, else its compressed variant."""
+    for name in (base, base + suffix):
+        if name in topics:
+            return name
+    return None
+
+
+def _listing(topics: dict[str, str]) -> str:
+    return ", ".join(f"{name} ({msgtype})" for name, msgtype in sorted(topics.items())) or "none"
+
+
+def choose_topics(topics: dict[str, str], image_topic: str | None = AUTO, depth_topic: str | None = AUTO,
+                  info_topic: str | None = AUTO, pose_topic: str | None = AUTO, *, camera: str | None = None,
+                  where: str = "the recording") -> TopicChoice:
+    """Decide which topics to read (see the module docstring); ValueError when it cannot.
+
+    A topic argument is :data:`AUTO` (discover), a topic name, or None (do not read that stream).
     """
-    path = Path(bag_path)
-    if not path.exists():
-        raise FileNotFoundError(f"no bag at {path}")
-    if path.is_dir():
-        if not (path / "metadata.yaml").exists():
-            raise BagReadError(f"{path} is a directory without metadata.yaml: not a rosbag2 bag")
-        return path
-    if path.suffix in (".db3", ".mcap") and (path.parent / "metadata.yaml").exists():
-        return path.parent
-    if path.suffix in (".db3", ".mcap"):
-        return path
-    raise BagReadError(f"{path}: not a rosbag2 directory, .mcap or .db3 file")
+    notes: list[str] = []
+    images = {t: m for t, m in topics.items() if m in IMAGE_TYPES}
+    if image_topic in (AUTO, None):
+        image = _discover_colour(topics, images, camera, where, notes)
+    else:
+        image = _pick_variant(images, image_topic, "/compressed")
+        if image is None:
+            raise ValueError(f"image topic {image_topic!r} is not in {where}; image topics: "
+                             f"{', '.join(sorted(images)) or 'none'} (all topics: {_listing(topics)})")
+    base = _base_topic(image)
+    root = _camera_root(base)
+
+    depth = None
+    if depth_topic == AUTO:
+        depth = _discover_depth(images, root, notes)
+    elif depth_topic:
+        depth = _pick_variant(images, depth_topic, "/compressedDepth")
+        if depth is None:
+            notes.append(f"depth topic {depth_topic!r} is not in the recording: frames have no depth")
+
+    info = None
+    infos = sorted(t for t, m in topics.items() if m == INFO_TYPE)
+    if info_topic == AUTO:
+        own = _namespace(base) + "/camera_info"
+        near = [t for t in infos if t.startswith(root + "/") and not _NOT_COLOUR.search(t)]
+        if own in infos:
+            info = own
+        elif len(near) == 1 or len(infos) == 1:
+            info = near[0] if len(near) == 1 else infos[0]
+    elif info_topic:
+        info = info_topic if info_topic in infos else None
+        if info is None:
+            notes.append(f"camera_info topic {info_topic!r} is not in the recording: no intrinsics")
+
+    pose, pose_kind = _choose_pose(topics, pose_topic, notes)
+    choice = TopicChoice(image=image, depth=depth, info=info, pose=pose, pose_kind=pose_kind, notes=notes)
+    return choice
+
+
+def _discover_colour(topics, images, camera, where, notes) -> str:
+    bases: dict[str, str] = {}
+    for topic in sorted(images):
+        base = _base_topic(topic)
+        if topic.endswith("/compressedDepth") or _NOT_COLOUR.search(base):
+            continue
+        bases.setdefault(base, _pick_variant(images, base, "/compressed"))
+    infos = {t for t, m in topics.items() if m == INFO_TYPE}
+    with_info = [b for b in bases if _namespace(b) + "/camera_info" in infos]
+    pool = with_info or list(bases)
+    if camera:
+        pool = [b for b in pool if _in_camera(b, camera)]
+        if not pool:
+            raise ValueError(f"no colour image topic of camera {camera!r} in {where}; colour topics: "
+                             f"{', '.join(bases[b] for b in bases) or 'none'}")
+    if len(pool) > 1:
+        coloured = [b for b in pool if _COLOUR_WORDS.search(b)]
+        pool = coloured if len(coloured) == 1 else pool
+    if len(pool) > 1:
+        raise ValueError(f"{where} has several cameras ({', '.join(bases[b] for b in pool)}): pass --camera "
+                         "NAME (a namespace in the topic names) or --image-topic")
+    if not pool:
+        raise ValueError(f"{where} has no colour image topic (sensor_msgs Image or CompressedImage); "
+                         f"topics: {_listing(topics)}")
+    chosen = bases[pool[0]]
+    if not with_info:
+        notes.append(f"colour topic {chosen} has no matching camera_info")
+    return chosen
+
+
+def _discover_depth(images, root, notes) -> str | None:
+    candidates = {}
+    for topic in images:
+        base = _base_topic(topic)
+        if "depth" not in base.lower() or (root and not base.startswith(root + "/")):
+            continue
+        candidates.setdefault(base, _pick_variant(images, base, "/compressedDepth"))
+    if not candidates:
+        return None
+
+    def rank(base: str) -> tuple:
+        lowered = base.lower()
+        aligned = 0 if "aligned_depth_to_colo" in lowered else 1 if "registered" in lowered else 2
+        return aligned, base.count("/"), base
+
+    chosen = candidates[min(candidates, key=rank)]
+    if len(candidates) > 1:
+        notes.append(f"depth from {chosen} (of {', '.join(sorted(candidates.values()))})")
+    return chosen
+
+
+def _choose_pose(topics, pose_topic, notes) -> tuple[str | None, str | None]:
+    tf_topics = [t for t in TF_TOPICS if topics.get(t) == TF_TYPE]
+    if pose_topic is None:
+        return None, None
+    if pose_topic != AUTO:
+        if pose_topic in TF_TOPICS or topics.get(pose_topic) == TF_TYPE:
+            chosen = sorted(set(tf_topics) | ({pose_topic} if pose_topic in topics else set()))
+            return "+".join(chosen), TF_POSE
+        msgtype = topics.get(pose_topic)
+        if msgtype is None:
+            notes.append(f"pose topic {pose_topic!r} is not in the recording: frames have no poses")
+            return None, None
+        if msgtype not in POSE_TYPES:
+            raise ValueError(f"pose topic {pose_topic!r} carries {msgtype}, not one of "
+                             f"{', '.join(POSE_TYPES)} or {TF_TYPE}")
+        return pose_topic, "topic"
+    if tf_topics:
+        return "+".join(tf_topics), TF_POSE
+    for types in (POSE_TYPES[:3], POSE_TYPES[3:]):
+        found = sorted(t for t, m in topics.items() if m in types)
+        if len(found) > 1:
+            named = [t for t in found if "camera" in t]
+            found = named if len(named) == 1 else found
+        if len(found) > 1:
+            raise ValueError(f"several pose topics ({', '.join(found)}): pass --pose-topic")
+        if found:
+            return found[0], "topic"
+    return None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,48 +279,19 @@ def header_stamp(message, log_time_ns: int) -> float:
 
 
 def decode_color(message, msgtype: str) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an Image (rgb8, bgr8, rgba8, bgra8, mono8) or a CompressedImage."""
+    """(H, W, 3) uint8 RGB of an Image or CompressedImage message (the core decoder's checks)."""
     if msgtype == "sensor_msgs/msg/CompressedImage":
-        from PIL import Image
-
-        with Image.open(io.BytesIO(message.data.tobytes())) as image:
-            return np.asarray(image.convert("RGB"))
-    encoding = message.encoding.lower()
-    if encoding in ("mono8", "8uc1"):
-        rows = np.frombuffer(message.data, np.uint8)
-        needed = message.step * (message.height - 1) + message.width
-        if message.step < message.width or rows.size < needed:
-            raise ValueError(f"mono8 image {message.width}x{message.height} step {message.step} does not fit "
-                             f"{rows.size} bytes")
-        gray = np.lib.stride_tricks.as_strided(rows, (message.height, message.width), (message.step, 1))
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    rgb = rgb_view(message.data, message.height, message.width, message.step, encoding)
+        return decode_compressed_color(message.format, message.data)
+    rgb = decode_color_fields(message.encoding, message.height, message.width, message.step, message.data)
     return np.ascontiguousarray(rgb)
 
 
 def decode_depth(message, msgtype: str) -> tuple[np.ndarray, float]:
-    """(depth, metres per unit) from an Image (16UC1/mono16 mm, 32FC1 m) or a compressedDepth PNG."""
+    """(depth, metres per unit) of an Image (16UC1/mono16 mm, 32FC1 m) or compressedDepth message."""
     if msgtype == "sensor_msgs/msg/CompressedImage":
-        return _decode_compressed_depth(message.format, message.data.tobytes())
-    return depth_view(message.data, message.height, message.width, message.step, message.encoding,
-                      bool(message.is_bigendian))
-
-
-def _decode_compressed_depth(format_text: str, data: bytes) -> tuple[np.ndarray, float]:
-    """image_transport "compressedDepth": a 12-byte header (format, quantisation A, B) + a 16-bit PNG."""
-    from PIL import Image
-
-    if "compresseddepth" not in format_text.lower() or len(data) < 12:
-        raise ValueError(f"unsupported compressed depth format {format_text!r}")
-    _, quant_a, quant_b = struct.unpack("<iff", data[:12])
-    with Image.open(io.BytesIO(data[12:])) as image:
-        values = np.asarray(image).astype(np.uint16)
-    if format_text.strip().upper().startswith("16UC1"):
-        return values, 0.001
-    # 32FC1: inverse-depth quantisation, value = A / depth + B (0 = no depth)
-    with np.errstate(divide="ignore"):
-        depth = np.where(values > 0, quant_a / (values.astype(np.float32) - quant_b), np.nan)
-    return depth.astype(np.float32), 1.0
+        return decode_compressed_depth(message.format, message.data)
+    return decode_depth_fields(message.encoding, message.height, message.width, message.step, message.data,
+                               bool(message.is_bigendian))
 
 
 def decode_pose(message, msgtype: str) -> np.ndarray:
@@ -162,7 +321,7 @@ class _Stream:
         self.samples.append((stamp, payload))
         self.latest = max(self.latest, stamp)
 
-    def settled(self, stamp: float) -> bool:
+    def settled(self, stamp: float, frame_id: str = "") -> bool:
         """True when no sample nearer to ``stamp`` can arrive any more.
 
         With an unlimited tolerance (static data such as intrinsics): as soon as there is one.
@@ -173,7 +332,7 @@ class _Stream:
             return bool(self.samples)
         return self.latest >= stamp + self.tolerance
 
-    def nearest(self, stamp: float):
+    def nearest(self, stamp: float, frame_id: str = ""):
         """The payload nearest in time within the tolerance, or None."""
         best = None
         for sample_stamp, payload in self.samples:
@@ -194,12 +353,91 @@ class _Stream:
             self.samples.popleft()
 
 
+class _TfPoses:
+    """Camera poses from /tf + /tf_static: fixed frame -> image frame at the image stamp."""
+
+    def __init__(self, fixed_frame: str | None, tolerance: float, wait_s: float) -> None:
+        self.tree = TfTree(cache_time_s=TF_CACHE_S, max_samples_per_edge=100_000)
+        self.explicit = fixed_frame.lstrip("/") if fixed_frame else None
+        self.chosen: str | None = None
+        self.tolerance = tolerance
+        self.wait_s = wait_s
+        self.newest = -np.inf  # newest dynamic transform stamp seen
+        self.active = True
+        self.problems: Counter = Counter()
+        self.latest = -np.inf  # for the reader's pruning (never pruned: the tree bounds itself)
+
+    def add(self, message, static: bool) -> None:
+        for transform in message.transforms:
+            stamp = transform.header.stamp.sec + transform.header.stamp.nanosec * 1e-9
+            t, q = transform.transform.translation, transform.transform.rotation
+            try:
+                self.tree.set_transform(transform.header.frame_id, transform.child_frame_id, stamp,
+                                        (t.x, t.y, t.z), (q.x, q.y, q.z, q.w), static=static)
+            except TransformError as error:
+                self.problems[f"tf refused: {error}"] += 1
+                continue
+            if not static:
+                self.newest = max(self.newest, stamp)
+
+    def _fixed(self, frame_id: str) -> str | None:
+        if self.explicit or self.chosen:
+            return self.explicit or self.chosen
+        return self.tree.first_connected(frame_id, FIXED_FRAMES) if frame_id else None
+
+    def settled(self, stamp: float, frame_id: str) -> bool:
+        if not self.active or self.newest > stamp + self.wait_s:
+            return True
+        fixed = self._fixed(frame_id)
+        if fixed is None:
+            return False
+        try:
+            latest = self.tree.latest_common_time(fixed, frame_id)
+        except TransformError:
+            return False
+        return latest is None or latest >= stamp
+
+    def nearest(self, stamp: float, frame_id: str):
+        fixed = self._fixed(frame_id)
+        if fixed is None:
+            self.problems[f"no {' or '.join(FIXED_FRAMES)} frame connected to "
+                          f"{frame_id or '(empty frame_id)'} (pass --fixed-frame)"] += 1
+            return None
+        self.chosen = self.chosen or (None if self.explicit else fixed)
+        try:
+            return self.tree.lookup(fixed, frame_id, stamp, tolerance_s=self.tolerance)
+        except TransformError as error:
+            self.problems[f"{error.reason}: {fixed} -> {frame_id}"] += 1
+            return None
+
+    def prune(self, before: float) -> None:
+        """The tree bounds its own memory (cache window, samples per edge)."""
+
+
+def probe_bag(bag_path: str | Path, image_topic: str | None = AUTO, depth_topic: str | None = AUTO,
+              info_topic: str | None = AUTO, pose_topic: str | None = AUTO, *,
+              camera: str | None = None) -> TopicChoice:
+    """The topics :func:`read_frames` would read, without reading any message (fails fast).
+
+    Raises FileNotFoundError, NotABagError / ValueError (bad input) and BagReadError (no readable file).
+    """
+    recording = open_recording(bag_path)
+    try:
+        topics = recording.topics
+    finally:
+        recording.close()
+    if not topics and recording.damage:
+        raise BagReadError(f"bag {recording.path} cannot be read: {'; '.join(recording.damage)}")
+    return choose_topics(topics, image_topic, depth_topic, info_topic, pose_topic, camera=camera,
+                         where=str(recording.path))
+
+
 def read_frames(
     bag_path: str | Path,
-    image_topic: str = DEFAULT_IMAGE_TOPIC,
-    depth_topic: str | None = DEFAULT_DEPTH_TOPIC,
-    info_topic: str | None = DEFAULT_INFO_TOPIC,
-    pose_topic: str | None = DEFAULT_POSE_TOPIC,
+    image_topic: str | None = AUTO,
+    depth_topic: str | None = AUTO,
+    info_topic: str | None = AUTO,
+    pose_topic: str | None = AUTO,
     start: float | None = None,
     end: float | None = None,
     *,
@@ -208,162 +446,98 @@ def read_frames(
     pose_tolerance: float = 0.05,
     pose_offset: np.ndarray | None = None,
     max_pending: int = 64,
+    camera: str | None = None,
+    fixed_frame: str | None = None,
+    tf_wait_s: float = 1.0,
+    details: dict | None = None,
 ) -> Iterator[Frame]:
     """Stream the bag's colour frames, each with the nearest depth, camera_info and pose attached.
 
     Args:
-        bag_path: rosbag2 directory (sqlite3 or mcap), a storage file in one, or a bare ``.mcap``.
+        bag_path: rosbag2 directory (sqlite3 or mcap, split or not), a folder of split files without
+            ``metadata.yaml``, a storage file in one, or a bare ``.mcap``/``.db3``.
         image_topic: Image or CompressedImage topic (``<topic>/compressed`` is used when only that
-            exists).
-        depth_topic: depth Image topic (or its ``/compressedDepth``); None or absent: no depth.
-        info_topic: CameraInfo topic; None or absent: no intrinsics.
-        pose_topic: pose topic (camera optical frame in the world); None or absent: no poses.
+            exists); :data:`AUTO` discovers it.
+        depth_topic: depth Image topic (or its ``/compressedDepth``); AUTO discovers it; None: no depth.
+        info_topic: CameraInfo topic; AUTO: the colour stream's; None: no intrinsics.
+        pose_topic: a pose topic, ``/tf`` (poses from /tf + /tf_static), AUTO (tf when recorded, else
+            the one pose topic) or None (no poses).
         start: keep images whose header stamp (s) is >= start.
         end: keep images whose header stamp (s) is <= end.
         camera_id: the ``Frame.camera_id`` to use (the QA node's camera name).
         depth_tolerance: largest header-time gap (s) for attaching a depth image.
-        pose_tolerance: largest header-time gap (s) for attaching a pose. camera_info attaches at
-            any gap (intrinsics are static).
+        pose_tolerance: largest header-time gap (s) for attaching a pose topic sample; for tf, how far
+            past the recorded transforms a lookup may clamp (tf2 itself never extrapolates).
+            camera_info attaches at any gap (intrinsics are static).
         pose_offset: optional (4, 4) transform from the pose topic's frame to the camera optical
-            frame (right-multiplied), for pose topics that track a body frame.
-        max_pending: images held back while waiting for later depth/pose (bounds memory).
+            frame (right-multiplied), for pose topics that track a body frame (not used with tf).
+        max_pending: images held back while waiting for later depth/pose/tf (bounds memory).
+        camera: namespace that picks one camera when discovery finds several.
+        fixed_frame: tf frame the poses are expressed in (default: ``map``, else ``odom``).
+        tf_wait_s: how far (s, in header time) dynamic tf may run past an image before its pose is
+            resolved with what has arrived.
+        details: a dict filled with what was read: ``topics`` (a :class:`TopicChoice`), ``files``,
+            ``warnings`` and ``skipped`` (undecodable messages per reason).
 
-    Raises FileNotFoundError (no such path), ValueError (image topic not in the bag), and
-    BagReadError (cannot open / damaged: raised after the frames read so far were yielded).
-    Undecodable single messages are skipped with a logged warning.
+    Raises FileNotFoundError (no such path), ValueError / NotABagError (bad input: no such image
+    topic, several cameras, no decodable image) and BagReadError (damaged data: raised after every
+    readable frame was yielded). Undecodable single messages are skipped with a logged warning.
     """
-    path = resolve_bag_path(bag_path)
-    source = _open_source(path)
+    recording = open_recording(bag_path)
     try:
-        yield from _read_source(source, path, image_topic, {"depth": depth_topic, "info": info_topic,
-                                                            "pose": pose_topic},
-                                start, end, camera_id, depth_tolerance, pose_tolerance, pose_offset,
-                                max_pending)
+        yield from _read_recording(recording, image_topic, depth_topic, info_topic, pose_topic, start, end,
+                                   camera_id, depth_tolerance, pose_tolerance, pose_offset, max_pending,
+                                   camera, fixed_frame, tf_wait_s, details)
     finally:
-        source.close()
+        recording.close()
 
 
-# ---------------------------------------------------------------------------------------------
-# message sources: rosbags (indexed, time-ordered) and an mcap record stream (damaged files)
+def _read_recording(recording, image_topic, depth_topic, info_topic, pose_topic, start, end, camera_id,
+                    depth_tolerance, pose_tolerance, pose_offset, max_pending, camera, fixed_frame, tf_wait_s,
+                    details) -> Iterator[Frame]:
+    topics = recording.topics
+    if not topics and recording.damage:
+        raise BagReadError(f"bag {recording.path} cannot be read: {'; '.join(recording.damage)}")
+    choice = choose_topics(topics, image_topic, depth_topic, info_topic, pose_topic, camera=camera,
+                           where=str(recording.path))
+    for note in choice.notes:
+        LOGGER.info("%s: %s", recording.path, note)
+    LOGGER.info("%s: %s", recording.path, choice.describe())
+    details = {} if details is None else details
+    details.update(topics=choice, files=[str(p) for p in recording.files], warnings=list(recording.warnings),
+                   skipped={})
+    yield from _read(recording, choice, topics, start, end, camera_id, depth_tolerance, pose_tolerance,
+                     pose_offset, max_pending, fixed_frame, tf_wait_s, details)
 
 
-class _RosbagsSource:
-    """Messages through ``rosbags.highlevel.AnyReader`` (rosbag2 dirs, bare .mcap/.db3)."""
-
-    def __init__(self, reader) -> None:
-        self._reader = reader
-        self.topics: dict[str, str] | None = {c.topic: c.msgtype for c in reader.connections}
-        self.failure_context = ""
-
-    def messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, bytes]]:
-        connections = [c for c in self._reader.connections if c.topic in topics]
-        for connection, log_time, raw in self._reader.messages(connections=connections):
-            yield connection.topic, connection.msgtype, log_time, raw
-
-    def deserialize(self, raw: bytes, msgtype: str):
-        return self._reader.deserialize(raw, msgtype)
-
-    def close(self) -> None:
-        try:
-            self._reader.close()
-        except Exception:  # closing a damaged bag may fail again; the cause was already reported
-            LOGGER.debug("closing the bag failed", exc_info=True)
-
-
-class _McapStreamSource:
-    """Records of .mcap files read front to back (no summary/footer needed: truncated files work)."""
-
-    def __init__(self, files: list[Path], open_error: Exception) -> None:
-        self._files = files
-        self.topics: dict[str, str] | None = None  # only known while streaming
-        self.failure_context = f"rosbags could not open it ({type(open_error).__name__}: {open_error}); "
-        self._typestore = _jazzy_typestore()
-
-    def messages(self, topics: set[str]) -> Iterator[tuple[str, str, int, bytes]]:
-        from mcap.records import Channel, Message, Schema
-        from mcap.stream_reader import StreamReader
-
-        for file in self._files:
-            schemas: dict[int, str] = {}
-            channels: dict[int, tuple[str, str]] = {}
-            with file.open("rb") as stream:
-                for record in StreamReader(stream, validate_crcs=True).records:
-                    if isinstance(record, Schema):
-                        schemas[record.id] = record.name
-                        self._register(record)
-                    elif isinstance(record, Channel):
-                        channels[record.id] = (record.topic, schemas.get(record.schema_id, ""))
-                    elif isinstance(record, Message) and record.channel_id in channels:
-                        topic, msgtype = channels[record.channel_id]
-                        if topic in topics:
-                            yield topic, msgtype, record.log_time, record.data
-
-    def _register(self, schema) -> None:
-        if schema.name in self._typestore.types or schema.encoding != "ros2msg":
-            return
-        from rosbags.typesys import get_types_from_msg
-
-        self._typestore.register(get_types_from_msg(schema.data.decode(), schema.name))
-
-    def deserialize(self, raw: bytes, msgtype: str):
-        return self._typestore.deserialize_cdr(raw, msgtype)
-
-    def close(self) -> None:
-        """Nothing to close (files are closed as they are streamed)."""
-
-
-def _open_source(path: Path):
-    """A rosbags reader; for mcap storage rosbags cannot open, a front-to-back record stream.
-
-    (A truncated sqlite3 file is refused by SQLite itself, so nothing of it can be salvaged.)
-    """
-    from rosbags.highlevel import AnyReader
-
-    try:
-        reader = AnyReader([path], default_typestore=_jazzy_typestore())
-        reader.open()
-        return _RosbagsSource(reader)
-    except Exception as error:  # rosbags raises several unrelated types for unreadable files
-        files = sorted(path.glob("*.mcap")) if path.is_dir() else [path] if path.suffix == ".mcap" else []
-        if not files:
-            raise BagReadError(f"cannot open bag {path}: {type(error).__name__}: {error}") from error
-        LOGGER.warning("rosbags cannot open %s (%s); reading its mcap records front to back", path, error)
-        return _McapStreamSource(files, error)
-
-
-def _read_source(source, path, image_topic, aux_topics, start, end, camera_id, depth_tolerance,
-                 pose_tolerance, pose_offset, max_pending) -> Iterator[Frame]:
-    streams = {
-        "depth": _Stream(depth_tolerance),
-        "info": _Stream(np.inf),
-        "pose": _Stream(pose_tolerance),
-    }
-    suffixes = {"image": "/compressed", "depth": "/compressedDepth"}
-    kind_of: dict[str, str] = {}
-    for kind, topic in {"image": image_topic, **aux_topics}.items():
-        if not topic:
-            continue
-        variants = [topic, topic + suffixes[kind]] if kind in suffixes else [topic]
-        if source.topics is not None:  # indexed: pick what exists
-            variants = [v for v in variants if v in source.topics][:1]
-        for variant in variants:
-            kind_of[variant] = kind
-    if source.topics is not None:
-        if "image" not in kind_of.values():
-            raise ValueError(f"image topic {image_topic!r} is not in {path}; topics: "
-                             f"{', '.join(sorted(source.topics)) or 'none'}")
-        for kind, stream in streams.items():
-            stream.active = kind in kind_of.values()
+def _read(recording: Recording, choice: TopicChoice, topics, start, end, camera_id, depth_tolerance,
+          pose_tolerance, pose_offset, max_pending, fixed_frame, tf_wait_s, details) -> Iterator[Frame]:
+    tf = _TfPoses(fixed_frame, pose_tolerance, tf_wait_s) if choice.pose_kind == TF_POSE else None
+    streams = {"depth": _Stream(depth_tolerance), "info": _Stream(np.inf),
+               "pose": tf if tf is not None else _Stream(pose_tolerance)}
+    kind_of = {choice.image: "image"}
+    if choice.depth:
+        kind_of[choice.depth] = "depth"
+    if choice.info:
+        kind_of[choice.info] = "info"
+    if tf is not None:
+        kind_of.update({t: "tf" for t in choice.pose.split("+")})
+    elif choice.pose:
+        kind_of[choice.pose] = "pose"
+    streams["depth"].active = bool(choice.depth)
+    streams["info"].active = bool(choice.info)
+    streams["pose"].active = bool(choice.pose)
     offset = None if pose_offset is None else np.asarray(pose_offset, dtype=np.float64).reshape(4, 4)
     pending: deque = deque()  # (stamp, rgb, frame_id)
-    warned: set[str] = set()
-    seen_topics: set[str] = set()
+    skipped: Counter = Counter()
+    details["skipped"] = skipped
+    images_seen = 0
 
     def finish(image) -> Frame:
         stamp, rgb, frame_id = image
         depth = streams["depth"].nearest(stamp)
-        pose = streams["pose"].nearest(stamp)
-        if pose is not None and offset is not None:
+        pose = streams["pose"].nearest(stamp, frame_id)
+        if pose is not None and offset is not None and tf is None:
             pose = pose @ offset
         depth_image, depth_scale = (None, 1.0) if depth is None else depth
         return Frame(stamp=stamp, camera_id=camera_id, rgb=rgb, depth=depth_image, depth_scale=depth_scale,
@@ -371,51 +545,56 @@ def _read_source(source, path, image_topic, aux_topics, start, end, camera_id, d
 
     def ready() -> Iterator[Frame]:
         while pending and (len(pending) > max_pending
-                           or all(stream.settled(pending[0][0]) for stream in streams.values())):
+                           or all(s.settled(pending[0][0], pending[0][2]) for s in streams.values())):
             yield finish(pending.popleft())
         oldest = pending[0][0] if pending else max(s.latest for s in streams.values())
         for stream in streams.values():
             stream.prune(oldest)
 
     count = 0
-    try:
-        for topic, msgtype, log_time, raw in source.messages(set(kind_of)):
-            kind = kind_of[topic]
-            seen_topics.add(topic)
-            try:
-                message = source.deserialize(raw, msgtype)
-                stamp = header_stamp(message, log_time)
-                if kind == "image":
-                    if (start is not None and stamp < start) or (end is not None and stamp > end):
-                        continue
-                    rgb = decode_color(message, msgtype)
-                    pending.append((stamp, rgb, message.header.frame_id))
-                elif kind == "depth":
-                    streams["depth"].add(stamp, decode_depth(message, msgtype))
-                elif kind == "info":
-                    streams["info"].add(stamp, intrinsics_from_camera_info(message.k))
-                else:
-                    streams["pose"].add(stamp, decode_pose(message, msgtype))
-            except (ValueError, OSError, AttributeError, KeyError, struct.error) as error:
-                reason = f"{topic}: {type(error).__name__}: {error}"
-                if reason not in warned:
-                    warned.add(reason)
-                    LOGGER.warning("skipping undecodable message(s) on %s", reason)
+    for topic, msgtype, log_time, raw in recording.messages(set(kind_of)):
+        kind = kind_of[topic]
+        try:
+            message = recording.deserialize(raw, msgtype)
+            if kind == "tf":
+                tf.add(message, static=topic.endswith("tf_static"))
                 continue
-            for frame in ready():
-                count += 1
-                yield frame
-    except Exception as error:  # the storage layer failed part-way: keep what was read
-        for stream in streams.values():
-            stream.active = False
-        for image in pending:
+            stamp = header_stamp(message, log_time)
+            if kind == "image":
+                images_seen += 1
+                if (start is not None and stamp < start) or (end is not None and stamp > end):
+                    continue
+                pending.append((stamp, decode_color(message, msgtype), message.header.frame_id.lstrip("/")))
+            elif kind == "depth":
+                streams["depth"].add(stamp, decode_depth(message, msgtype))
+            elif kind == "info":
+                streams["info"].add(stamp, intrinsics_from_camera_info(message.k))
+            else:
+                streams["pose"].add(stamp, decode_pose(message, msgtype))
+        except (ImageDecodeError, ValueError, AttributeError, KeyError, IndexError) as error:
+            reason = f"{topic}: {error}"
+            if reason not in skipped:
+                LOGGER.warning("skipping undecodable message(s) on %s", reason)
+            skipped[reason] += 1
+            continue
+        for frame in ready():
             count += 1
-            yield finish(image)
-        detail = str(error) or "unexpected end of data"
-        raise BagReadError(f"bag {path} is damaged or truncated after {count} frame(s): "
-                           f"{source.failure_context}{type(error).__name__}: {detail}") from error
+            yield frame
     for stream in streams.values():
         stream.active = False
-    yield from ready()
-    if source.topics is None and not any(kind_of[t] == "image" for t in seen_topics):
-        raise ValueError(f"image topic {image_topic!r} has no messages in {path}")
+    for frame in ready():
+        count += 1
+        yield frame
+    if tf is not None and tf.problems:
+        problems = "; ".join(f"{reason} ({n} frame(s))" for reason, n in tf.problems.most_common(3))
+        LOGGER.warning("%s: frames without a tf pose: %s", recording.path, problems)
+        details["warnings"].append(f"frames without a tf pose: {problems}")
+    details["warnings"].extend(recording.damage)
+    if recording.damage:
+        raise BagReadError(f"bag {recording.path} is damaged or truncated ({'; '.join(recording.damage)}); "
+                           f"{count} frame(s) were read from its readable part")
+    if count == 0 and images_seen:
+        image_problems = [f"{reason} ({n} message(s))" for reason, n in skipped.items()
+                          if reason.startswith(choice.image + ":")]
+        if image_problems:
+            raise ValueError(f"no image of {choice.image} could be decoded: {'; '.join(image_problems)}")

@@ -111,6 +111,7 @@ class Scene:
     poses: np.ndarray  # (N, 4, 4) camera-to-world
     fps: float = 10.0
     appearance_min_pixels: int = 0
+    walk: tuple[np.ndarray, np.ndarray] | None = None  # start and end (xy) of the camera's walk
     _visibility: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -166,6 +167,12 @@ class Scene:
         seen = self.visibility() >= self.appearance_min_pixels
         return {obj.object_id: int(np.argmax(seen[:, j]))
                 for j, obj in enumerate(self.objects) if seen[:, j].any()}
+
+    def pose_at(self, progress: float) -> np.ndarray:
+        """(4, 4) camera-to-world pose at walk progress in [0, 1] (frame i is at i / (N - 1))."""
+        if self.walk is None:
+            raise ValueError("this scene has no walk to evaluate between frames")
+        return _walk_pose(*self.walk, np.asarray(self.target.center), progress)
 
     def target_distances(self) -> np.ndarray:
         """(N,) distance from the camera centre to the closest point of the target's box (m)."""
@@ -460,21 +467,23 @@ def _assemble(seed, room, layout, target_index, walk, width, height, num_frames,
     target = objects[target_index]
     start, end = walk
     target_centre = np.asarray(target.center)
-    progress = np.linspace(0.0, 1.0, num_frames)
-    poses = np.empty((num_frames, 4, 4))
-    for i, t in enumerate(progress):
-        xy = start + (end - start) * t
-        position = np.array([xy[0], xy[1], CAMERA_HEIGHT + 0.02 * math.sin(2 * math.pi * 3 * t)])
-        facing = math.atan2(target_centre[1] - xy[1], target_centre[0] - xy[0])
-        yaw = facing + TURN_ANGLE * max(0.0, 1.0 - t / TURN_FRACTION)
-        poses[i] = camera_pose(position, yaw, CAMERA_PITCH)
+    poses = np.stack([_walk_pose(start, end, target_centre, t) for t in np.linspace(0.0, 1.0, num_frames)])
     stamps = START_STAMP_NS + np.round(np.arange(num_frames) * 1e9 / fps).astype(np.int64)
     return Scene(
         seed=seed, name=f"synthetic_room_seed{seed}", room_size=tuple(round(float(x), 4) for x in room),
         objects=objects, target_id=target.object_id, width=width, height=height,
         intrinsics=intrinsics_for(width, height), stamps_ns=stamps, poses=poses, fps=fps,
-        appearance_min_pixels=max(20, int(0.005 * width * height)),
+        appearance_min_pixels=max(20, int(0.005 * width * height)), walk=(start, end),
     )
+
+
+def _walk_pose(start, end, target_centre, t: float) -> np.ndarray:
+    """Camera pose at walk progress t: along the line, turning 1.5 times, then facing the target."""
+    xy = start + (end - start) * t
+    position = np.array([xy[0], xy[1], CAMERA_HEIGHT + 0.02 * math.sin(2 * math.pi * 3 * t)])
+    facing = math.atan2(target_centre[1] - xy[1], target_centre[0] - xy[0])
+    yaw = facing + TURN_ANGLE * max(0.0, 1.0 - t / TURN_FRACTION)
+    return camera_pose(position, yaw, CAMERA_PITCH)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -736,6 +745,89 @@ def scene_description(scene: Scene) -> dict:
     }
 
 
+# How the scene is recorded. "tf": as a RealSense robot records it (realsense2_camera 4.x topic names,
+# depth aligned to colour, poses only through /tf and /tf_static); "pose_topic": one PoseStamped topic
+# with the camera pose (the project's original layout).
+POSE_SOURCES = ("tf", "pose_topic")
+ROBOT_TOPICS = {
+    "image": "/camera/camera/color/image_raw",
+    "camera_info": "/camera/camera/color/camera_info",
+    "depth": "/camera/camera/aligned_depth_to_color/image_raw",
+    "depth_camera_info": "/camera/camera/aligned_depth_to_color/camera_info",
+    "tf": "/tf",
+    "tf_static": "/tf_static",
+}
+POSE_TOPIC_LAYOUT = {"image": "/camera/color/image_raw", "depth": "/camera/depth/image_raw",
+                     "camera_info": "/camera/color/camera_info", "pose": "/camera/pose"}
+OPTICAL_FRAME = "camera_color_optical_frame"
+TF_RATE_FACTOR = 3  # odom -> base_link at three times the camera rate
+MAP_TO_ODOM_PERIOD_S = 0.2  # a localiser's map -> odom correction at 5 Hz
+# receive-time delays after the header stamp (ms): tf arrives after the images it applies to
+_DELAY_MS = {"colour": 8, "depth": 12, "odom": 30, "map": 45}
+
+
+def _translation_yaw(x: float, y: float, z: float, yaw: float = 0.0) -> np.ndarray:
+    transform = np.eye(4)
+    transform[:3, :3] = [[math.cos(yaw), -math.sin(yaw), 0.0], [math.sin(yaw), math.cos(yaw), 0.0], [0, 0, 1]]
+    transform[:3, 3] = (x, y, z)
+    return transform
+
+
+def robot_static_transforms() -> list[tuple[str, str, np.ndarray]]:
+    """The mount: base_link -> camera_link (pitched down) -> camera_color_frame -> optical frame."""
+    pitch_down = -CAMERA_PITCH  # rotation about +y tips the x axis downwards
+    mount = np.eye(4)
+    mount[:3, :3] = [[math.cos(pitch_down), 0.0, math.sin(pitch_down)], [0.0, 1.0, 0.0],
+                     [-math.sin(pitch_down), 0.0, math.cos(pitch_down)]]
+    mount[:3, 3] = (0.10, 0.0, CAMERA_HEIGHT)
+    colour = _translation_yaw(0.0, 0.015, 0.0)
+    optical = np.eye(4)
+    optical[:3, :3] = [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]  # x right, y down, z forward
+    return [("base_link", "camera_link", mount), ("camera_link", "camera_color_frame", colour),
+            ("camera_color_frame", OPTICAL_FRAME, optical)]
+
+
+MAP_FROM_ODOM = _translation_yaw(0.4, -0.25, 0.0, 0.15)
+
+
+def _base_from_optical() -> np.ndarray:
+    chain = np.eye(4)
+    for _, _, transform in robot_static_transforms():
+        chain = chain @ transform
+    return chain
+
+
+def _robot_events(scene: Scene) -> list[tuple[int, int, str, object]]:
+    """(log time ns, order, kind, payload) of everything a robot would record, in receive order."""
+    stamps = [int(s) for s in scene.stamps_ns]
+    ms = 1_000_000
+    optical_from_base = np.linalg.inv(_base_from_optical())
+    odom_from_map = np.linalg.inv(MAP_FROM_ODOM)
+    events: list[tuple[int, int, str, object]] = []
+    statics = robot_static_transforms()
+    static_stamp = stamps[0] - 1_000_000_000
+    events.append((stamps[0], 0, "tf_static", (static_stamp, statics[:1])))  # robot_state_publisher
+    events.append((stamps[0], 1, "tf_static", (static_stamp, statics[1:])))  # the camera driver
+    last = len(stamps) - 1
+    for i, stamp in enumerate(stamps):
+        events.append((stamp + _DELAY_MS["colour"] * ms, 2, "colour", i))
+        events.append((stamp + _DELAY_MS["depth"] * ms, 3, "depth", i))
+        for k in range(TF_RATE_FACTOR if i < last else 1):
+            tf_stamp = stamp + k * (stamps[i + 1] - stamp) // TF_RATE_FACTOR if k else stamp
+            camera = scene.poses[i] if k == 0 else scene.pose_at((i + k / TF_RATE_FACTOR) / last)
+            odom_from_base = odom_from_map @ camera @ optical_from_base
+            events.append((tf_stamp + _DELAY_MS["odom"] * ms, 4, "tf", (tf_stamp, "odom", "base_link",
+                                                                         odom_from_base)))
+    map_stamp = stamps[0]
+    while True:
+        events.append((map_stamp + _DELAY_MS["map"] * ms, 5, "tf", (map_stamp, "map", "odom", MAP_FROM_ODOM)))
+        if map_stamp >= stamps[-1]:
+            break
+        map_stamp += round(MAP_TO_ODOM_PERIOD_S * 1e9)
+    events.sort(key=lambda event: event[:2])
+    return events
+
+
 def write_scene(
     out_dir: str | Path,
     seed: int = 0,
@@ -744,17 +836,30 @@ def write_scene(
     num_frames: int = 150,
     fps: float = 10.0,
     storage: str = "sqlite3",
-    depth_encoding: str = "32FC1",
+    depth_encoding: str | None = None,
     overwrite: bool = False,
+    *,
+    pose_source: str = "tf",
+    max_bag_duration_s: float | None = None,
 ) -> ScenePaths:
     """Render a scene and write ``OUT/bag`` (rosbag2), ``OUT/questions.json`` and ``OUT/scene.json``.
 
-    The bag holds ``/camera/color/image_raw`` (rgb8), ``/camera/depth/image_raw`` (32FC1 metres or
-    16UC1 millimetres), ``/camera/color/camera_info`` and ``/camera/pose`` (PoseStamped in "map"),
-    all with the same stamps. An existing bag is an error unless ``overwrite``.
+    ``pose_source="tf"`` (default) records like a RealSense robot: ``/camera/camera/color/image_raw``
+    (rgb8) with its ``camera_info``, ``/camera/camera/aligned_depth_to_color/image_raw`` (16UC1 mm by
+    default) with its ``camera_info``, ``/tf`` (map -> odom at 5 Hz, odom -> base_link at three times
+    the camera rate) and ``/tf_static`` (base_link -> camera_link -> camera_color_frame ->
+    camera_color_optical_frame, transient local), each received a few ms after its stamp.
+    ``pose_source="pose_topic"`` writes the original layout: ``/camera/color/image_raw``,
+    ``/camera/depth/image_raw`` (32FC1 m by default), ``/camera/color/camera_info`` and
+    ``/camera/pose`` (PoseStamped in "map"), all at the image stamps. ``max_bag_duration_s`` splits the
+    recording into several files. An existing bag is an error unless ``overwrite``.
     """
     from spatial_mllm_ros.bag.writer import CameraBagWriter
 
+    if pose_source not in POSE_SOURCES:
+        raise ValueError(f"pose_source must be one of {', '.join(POSE_SOURCES)}, got {pose_source!r}")
+    robot = pose_source == "tf"
+    depth_encoding = depth_encoding or ("16UC1" if robot else "32FC1")
     root = Path(out_dir)
     paths = ScenePaths(root=root, bag=root / "bag", questions=root / "questions.json",
                        scene_json=root / "scene.json")
@@ -768,20 +873,60 @@ def write_scene(
     if partial.exists():
         shutil.rmtree(partial)
     counts = np.zeros((scene.num_frames, len(scene.objects)), dtype=np.int64)
-    with CameraBagWriter(partial, storage=storage, depth_encoding=depth_encoding) as writer:
-        for index in range(scene.num_frames):
-            rgb, depth, ids = scene.render(index)
-            counts[index] = scene._counts(ids)
-            writer.write_frame(int(scene.stamps_ns[index]), rgb, depth, scene.intrinsics, scene.poses[index])
+    layout = ROBOT_TOPICS if robot else POSE_TOPIC_LAYOUT
+    topics = {"image_topic": layout["image"], "depth_topic": layout["depth"],
+              "info_topic": layout["camera_info"], "pose_topic": layout.get("pose"),
+              "depth_info_topic": layout.get("depth_camera_info")}
+    with CameraBagWriter(partial, storage=storage, depth_encoding=depth_encoding, optical_frame=OPTICAL_FRAME,
+                         max_bag_duration_s=max_bag_duration_s, **topics) as writer:
+        if robot:
+            _write_robot_recording(writer, scene, counts)
+        else:
+            for index in range(scene.num_frames):
+                rgb, depth, ids = scene.render(index)
+                counts[index] = scene._counts(ids)
+                writer.write_frame(int(scene.stamps_ns[index]), rgb, depth, scene.intrinsics,
+                                   scene.poses[index])
     scene._visibility = counts
     _rename_bag(partial, paths.bag)
     write_json_atomic(paths.questions, make_questions(scene), indent=1)
     description = scene_description(scene)
     description["bag"] = {"path": "bag", "storage": storage, "depth_encoding": depth_encoding,
-                          "topics": {"image": "/camera/color/image_raw", "depth": "/camera/depth/image_raw",
-                                     "camera_info": "/camera/color/camera_info", "pose": "/camera/pose"}}
+                          "pose_source": pose_source, "topics": dict(layout),
+                          "files": sorted(p.name for p in paths.bag.iterdir()
+                                          if p.suffix in (".db3", ".mcap"))}
+    if robot:
+        description["bag"]["tf"] = {
+            "fixed_frame": "map", "optical_frame": OPTICAL_FRAME, "map_from_odom": MAP_FROM_ODOM.tolist(),
+            "static": [{"parent": p, "child": c, "transform": t.tolist()}
+                       for p, c, t in robot_static_transforms()],
+            "odom_to_base_link_hz": scene.fps * TF_RATE_FACTOR, "map_to_odom_hz": 1.0 / MAP_TO_ODOM_PERIOD_S}
     write_json_atomic(paths.scene_json, description, indent=1)
     return paths
+
+
+def _write_robot_recording(writer, scene: Scene, counts: np.ndarray) -> None:
+    rendered: dict[int, tuple] = {}
+    for log_ns, _, kind, payload in _robot_events(scene):
+        if kind == "tf_static":
+            stamp, transforms = payload
+            writer.write_transforms(stamp, transforms, static=True, log_time=log_ns)
+        elif kind == "tf":
+            stamp, parent, child, transform = payload
+            writer.write_transforms(stamp, [(parent, child, transform)], log_time=log_ns)
+        else:
+            index = payload
+            stamp = int(scene.stamps_ns[index])
+            if index not in rendered:
+                rendered[index] = scene.render(index)
+            rgb, depth, ids = rendered[index]
+            if kind == "colour":
+                counts[index] = scene._counts(ids)
+                writer.write_rgb(stamp, rgb, log_time=log_ns)
+                writer.write_camera_info(stamp, scene.intrinsics, scene.width, scene.height, log_time=log_ns)
+            else:
+                writer.write_depth(stamp, depth, log_time=log_ns)
+                del rendered[index]
 
 
 def _rename_bag(partial: Path, final: Path) -> None:
@@ -806,7 +951,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", help="WIDTHxHEIGHT, e.g. 640x480 (overrides --width/--height)")
     parser.add_argument("--fps", type=float, default=10.0)
     parser.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
-    parser.add_argument("--depth-encoding", choices=("32FC1", "16UC1"), default="32FC1")
+    parser.add_argument("--depth-encoding", choices=("32FC1", "16UC1"),
+                        help="default: 16UC1 (RealSense) with --pose-source tf, 32FC1 with pose_topic")
+    parser.add_argument("--pose-source", choices=POSE_SOURCES, default="tf",
+                        help="tf (default): RealSense topic names, poses via /tf and /tf_static; pose_topic: "
+                             "the original layout with a /camera/pose PoseStamped topic")
+    parser.add_argument("--max-bag-duration", type=float, metavar="SECONDS",
+                        help="split the recording into files of this many seconds (as ros2 bag record does)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag")
     args = parser.parse_args(argv)
     width, height = args.width, args.height
@@ -818,12 +969,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = write_scene(args.out_dir, seed=args.seed, width=width, height=height, num_frames=args.frames,
                             fps=args.fps, storage=args.storage, depth_encoding=args.depth_encoding,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, pose_source=args.pose_source,
+                            max_bag_duration_s=args.max_bag_duration)
     except ValueError as error:
         print(f"make-scene: {error}", file=sys.stderr)
         return 2
     questions = json.loads(paths.questions.read_text())
-    print(f"wrote {paths.bag} ({args.frames} frames, {width}x{height}, {args.storage}), "
+    files = json.loads(paths.scene_json.read_text())["bag"]["files"]
+    print(f"wrote {paths.bag} ({args.frames} frames, {width}x{height}, {args.storage}, {len(files)} file(s), "
+          f"poses via {args.pose_source}), "
           f"{len(questions)} questions in {paths.questions}, scene in {paths.scene_json}")
     return 0
 

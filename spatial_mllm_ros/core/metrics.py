@@ -1,23 +1,36 @@
 # Copyright 2026 spatial_mllm_ros maintainers
 # SPDX-License-Identifier: Apache-2.0
-"""VSI-Bench scoring: Mean Relative Accuracy, choice accuracy, and the benchmark's aggregation.
+"""VSI-Bench scoring: the official rules, a lenient reading next to them, and the aggregation.
 
-Engineers compare a model against published VSI-Bench numbers, so the metric follows the benchmark
-(DESIGN §7): numeric answers score the fraction of the ten thresholds theta in {0.50, ..., 0.95} with
-``|pred - gt| / gt <= 1 - theta``; multiple-choice answers score exact letter matches; the three
-relative-direction levels are averaged into one task and "overall" is the mean of the task scores.
+Engineers compare a model against published VSI-Bench numbers, so the headline score is computed
+exactly as the benchmark's own evaluation code does (thinking-in-space,
+``lmms_eval/tasks/vsibench/utils.py``): :func:`official_score`. Its rules, as facts:
 
-Where upstream's float arithmetic is fragile, this module is exact on purpose: thresholds are
-whole twentieths (theta = k/20) and an error that equals a threshold counts (``<=`` also when the
-float subtraction lands a hair above it, e.g. 1.3 vs 1.0 at theta 0.70); a ground truth of 0
-scores 1 only for a prediction of exactly 0 (upstream divides by zero and scores 0); unparseable,
-NaN or infinite predictions score 0; negative predictions are simply far off.
+- the prediction is cut to its first token: split on the space character, trailing '.' stripped,
+  surrounding white space stripped ("B. chair" -> "B", "(C)" stays "(C)", "The answer is B" -> "The");
+- multiple choice: that token equals the ground truth string, case-insensitively;
+- numeric tasks: Python ``float()`` of that token and of the ground truth ("229.84 meters" -> 229.84,
+  read as the number whatever the unit; "three" -> unreadable -> 0), then Mean Relative Accuracy
+  ``mean(abs(p - g) / g <= 1 - np.linspace(0.5, 0.95, 10))`` in floating point, so an error that lands
+  a hair above a threshold after the subtraction misses it (1.3 vs 1.0 at theta 0.70);
+- the three ``object_rel_direction_*`` levels are averaged into one task; overall is the mean of the
+  task scores; reported in percent.
+
+Where upstream raises instead of scoring (a ground truth of 0 divides by zero), the official score
+here is 0, the benchmark's worst case.
+
+The lenient scores (:func:`score_question`) read answers with :func:`answers.parse_answer` ("The
+answer is B", "6 feet", "three" all count) and compare exactly in rational terms: thresholds are
+whole twentieths and an error equal to a threshold counts; a ground truth of 0 scores 1 only for an
+exact 0. They say how good the answers are; only the official ones compare with published numbers.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 from spatial_mllm_ros.core.answers import UNITS, VSIBENCH_UNITS, parse_answer, vsibench_first_token
 from spatial_mllm_ros.core.prompts import (
@@ -36,6 +49,11 @@ MRA_THRESHOLDS: tuple[float, ...] = tuple(k / 20 for k in _THRESHOLD_TWENTIETHS)
 # Relative floating-point slack for "error equals the threshold" (unit conversions and
 # subtractions of decimal inputs are off by a few ulps).
 _EDGE_RTOL = 1e-9
+
+# Upstream builds its thresholds as np.linspace(.5, .95, int((.95 - .5) / .05 + 2)); the same call
+# gives the same ten doubles (0.6499999999999999 ... rather than k/20).
+OFFICIAL_MRA_THRESHOLDS = np.linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2))
+_OFFICIAL_MRA_LIMITS = 1 - OFFICIAL_MRA_THRESHOLDS
 
 REL_DIRECTION_LEVELS = (
     "object_rel_direction_easy",
@@ -70,6 +88,41 @@ def mean_relative_accuracy(pred: float | None, gt: float) -> float:
     return hits / len(_THRESHOLD_TWENTIETHS)
 
 
+def official_to_float(text) -> float | None:
+    """Upstream's ``to_float``: Python ``float()`` of the value, None when it raises."""
+    try:
+        return float(text)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def official_mean_relative_accuracy(pred: float | None, gt: float | None) -> float:
+    """MRA computed as upstream computes it (float relative error against ``1 - linspace``).
+
+    None for either value scores 0 (upstream catches the TypeError); a ground truth of 0 scores 0
+    (upstream raises ZeroDivisionError). NaN and infinities fail every comparison, as in numpy.
+    """
+    if pred is None or gt is None or gt == 0:
+        return 0.0
+    relative_error = abs(pred - gt) / gt
+    return float(np.mean(relative_error <= _OFFICIAL_MRA_LIMITS))
+
+
+def official_score(task_type: str, prediction: str | None, ground_truth) -> float:
+    """One answer scored by the official VSI-Bench rules (module docstring), in [0, 1].
+
+    ``ground_truth`` is used as the benchmark stores it: the option letter for multiple choice, the
+    number (as text or a number) for numeric tasks. A missing prediction (None) scores 0.
+    """
+    token = vsibench_first_token(prediction) if isinstance(prediction, str) else ""
+    if task_type in MULTIPLE_CHOICE_TASK_TYPES:
+        return 1.0 if token.lower() == str(ground_truth).lower() else 0.0
+    if task_type in NUMERIC_TASK_TYPES:
+        return official_mean_relative_accuracy(official_to_float(token), official_to_float(ground_truth))
+    known = ", ".join(TASK_TYPES)
+    raise ValueError(f"task type {task_type!r} has no VSI-Bench score; expected one of {known}")
+
+
 def exact_choice_accuracy(pred: str | None, gt: str) -> float:
     """1.0 when the predicted option letter equals the true one (case-insensitive), else 0.0."""
     if not pred:
@@ -100,18 +153,18 @@ def score_question(
     *,
     strict_vsibench: bool = False,
 ) -> float:
-    """Score one answer in [0, 1] the VSI-Bench way.
+    """Score one answer in [0, 1]: leniently, or with ``strict_vsibench`` by the official rules.
 
-    ``ground_truth`` is in VSI-Bench units: the option letter for multiple choice, metres for
-    distances, centimetres for object sizes, square metres for room sizes, a count for counting.
+    ``ground_truth`` is in VSI-Bench units: the option letter for multiple choice (or "B. chair" /
+    the option's text, read back to its letter), metres for distances, centimetres for object sizes,
+    square metres for room sizes, a count for counting; ValueError when it does not fit the task.
     The prediction is read with :func:`answers.parse_answer` (units converted), or, with
-    ``strict_vsibench``, exactly like upstream: its first token, trailing '.' stripped, compared as
-    a letter or converted with ``float``.
+    ``strict_vsibench``, by :func:`official_score`.
     """
     if task_type in MULTIPLE_CHOICE_TASK_TYPES:
         truth = ground_truth_letter(str(ground_truth), options)
         if strict_vsibench:
-            return exact_choice_accuracy(vsibench_first_token(prediction_text or ""), truth)
+            return official_score(task_type, prediction_text, truth)
         parsed = parse_answer(prediction_text or "", task_type, options)
         return exact_choice_accuracy(parsed.choice_letter, truth)
     if task_type in NUMERIC_TASK_TYPES:
@@ -124,11 +177,7 @@ def score_question(
             raise ValueError(f"ground truth of a {task_type} question must be finite and >= 0, "
                              f"got {truth_value}")
         if strict_vsibench:
-            try:
-                value = float(vsibench_first_token(prediction_text or ""))
-            except ValueError:
-                return 0.0
-            return mean_relative_accuracy(value, truth_value)
+            return official_score(task_type, prediction_text, ground_truth)
         parsed = parse_answer(prediction_text or "", task_type, options)
         factor = UNITS[VSIBENCH_UNITS[task_type]][1]  # e.g. object sizes: centimetres -> metres
         value = parsed.value if parsed.kind in ("number", "choice") else None

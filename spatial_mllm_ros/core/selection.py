@@ -23,6 +23,7 @@ selection up with evenly spaced unselected frames instead).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import OrderedDict
@@ -402,9 +403,15 @@ class PointsVoxelInfo:
     conf_threshold: np.float32
     conf_mask: np.ndarray
     bbox_min: np.ndarray
-    bbox_max: np.ndarray
     voxel_size: float
     grid_dims: np.ndarray
+    points: np.ndarray = field(repr=False, default=None)  # (T, H, W, 3) float32, for bbox_max
+
+    @functools.cached_property
+    def bbox_max(self) -> np.ndarray:
+        """(3,) float32 upper bound of the kept points, computed on demand (selection never needs it)."""
+        valid = self.points[self.conf_mask]
+        return valid.max(axis=0) if valid.size else np.zeros(3, dtype=np.float32)
 
 
 def points_voxel_sets(world_points: np.ndarray, conf: np.ndarray, percentile: float = 50.0,
@@ -429,10 +436,8 @@ def points_voxel_sets(world_points: np.ndarray, conf: np.ndarray, percentile: fl
     count = points.shape[0]
     world = np.ascontiguousarray(points.reshape(count, -1, 3).transpose(0, 2, 1))  # (T, 3, H*W)
     sets, voxel_size, origin, dims = grid_voxel_sets([(world, mask.reshape(count, -1))], None, divisor)
-    valid = points[mask]
-    top = valid.max(axis=0) if valid.size else np.zeros(3, dtype=np.float32)
-    info = PointsVoxelInfo(conf_threshold=threshold, conf_mask=mask, bbox_min=origin, bbox_max=top,
-                           voxel_size=voxel_size, grid_dims=dims)
+    info = PointsVoxelInfo(conf_threshold=threshold, conf_mask=mask, bbox_min=origin, voxel_size=voxel_size,
+                           grid_dims=dims, points=points)
     return sets, info
 
 

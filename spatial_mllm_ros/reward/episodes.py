@@ -29,8 +29,10 @@ from spatial_mllm_ros.core.atomic import json_safe
 from spatial_mllm_ros.reward.annotator import RewardAnnotator, TrajectoryScores
 from spatial_mllm_ros.reward.lerobot import LeRobotSource, image_stats, is_lerobot_root
 
+# The reward node's live topics (a robot's camera namespace); recordings default to discovery (AUTO).
 DEFAULT_TOPICS = {"image_topic": "/camera/color/image_raw", "depth_topic": "/camera/depth/image_raw",
                   "info_topic": "/camera/color/camera_info", "pose_topic": "/camera/pose"}
+AUTO = "auto"  # the bag reader's value for "discover this stream" (spatial_mllm_ros.bag.reader.AUTO)
 LEROBOT, BAG = "lerobot", "bag"
 
 
@@ -50,10 +52,11 @@ class LabelOptions:
     stride: int = 1
     camera: str | None = None
     fps: int | None = None
-    image_topic: str = DEFAULT_TOPICS["image_topic"]
-    depth_topic: str | None = DEFAULT_TOPICS["depth_topic"]
-    info_topic: str | None = DEFAULT_TOPICS["info_topic"]
-    pose_topic: str | None = DEFAULT_TOPICS["pose_topic"]
+    # in recordings the reader finds the camera streams and the pose source (tf or a pose topic) itself
+    image_topic: str = AUTO
+    depth_topic: str | None = AUTO
+    info_topic: str | None = AUTO
+    pose_topic: str | None = AUTO
     start: float | None = None
     end: float | None = None
 
@@ -273,21 +276,29 @@ def label_unit(annotator: RewardAnnotator, unit: EpisodeUnit, options: LabelOpti
     return label_bag_episode(annotator, unit, options, video_path)
 
 
-def estimate_bag_fps(bag: str | Path, options: LabelOptions, sample: int = 16) -> int:
-    """The rounded frame rate of a bag's image topic from its first ``sample`` stamps."""
+def estimate_bag_fps(bag: str | Path, options: LabelOptions, sample: int = 16) -> tuple[int, str]:
+    """The rounded frame rate of a bag's colour stream from its first ``sample`` stamps, and its topic.
+
+    The topic is the one discovery picked when ``options.image_topic`` is AUTO, so that every bag of a
+    run becomes the same video feature.
+    """
     from spatial_mllm_ros.bag.reader import read_frames
 
     stamps = []
-    for frame in read_frames(bag, image_topic=options.image_topic, depth_topic=None, info_topic=None,
-                             pose_topic=None, start=options.start, end=options.end):
+    details: dict = {}
+    frames = read_frames(bag, image_topic=options.image_topic, depth_topic=None, info_topic=None,
+                         pose_topic=None, start=options.start, end=options.end, details=details)
+    for frame in frames:
         stamps.append(frame.stamp)
         if len(stamps) >= sample:
             break
+    frames.close()
+    topic = details["topics"].image if "topics" in details else options.image_topic
     steps = np.diff(stamps)
     steps = steps[steps > 0]
     if steps.size == 0:
         raise ValueError(f"{bag}: cannot estimate the frame rate from {len(stamps)} frame(s); give --fps")
-    return max(1, round(1.0 / float(np.median(steps))))
+    return max(1, round(1.0 / float(np.median(steps)))), topic
 
 
 def load_annotator(model_dir: str, device: str = "cpu", dtype: str = "float32", max_frames: int = 16,

@@ -23,7 +23,7 @@ from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator
 from spatial_mllm_ros.reward.dataset_writer import DatasetWriter
 from spatial_mllm_ros.reward.episodes import (
     BAG,
-    DEFAULT_TOPICS,
+    AUTO,
     LEROBOT,
     EpisodeError,
     EpisodeLabels,
@@ -180,7 +180,7 @@ def build_parser(prog: str = "spatial-mllm-ros label-rewards") -> argparse.Argum
                         help="ask the model about every stride-th frame and the last; interpolate between")
     parser.add_argument("--target", type=float, default=None,
                         help="displacement mode: distance in metres that means done")
-    parser.add_argument("--image-topic", default=DEFAULT_TOPICS["image_topic"], help="bags: camera topic")
+    parser.add_argument("--image-topic", default=AUTO, help="bags: colour topic (default: discovered)")
     parser.add_argument("--fps", type=int, default=None, help="bags: dataset frame rate (default: estimated)")
     parser.add_argument("--start", type=float, default=None, help="bags: first stamp to read (s)")
     parser.add_argument("--end", type=float, default=None, help="bags: last stamp to read (s)")
@@ -227,8 +227,9 @@ def prepare_run(inputs: Sequence[str], out: Path | None, options: LabelOptions, 
             raise ValueError("bags carry no task string: give --instruction")
         if in_place:
             raise ValueError("--in-place applies to a LeRobot dataset; bags need --out")
-        options = replace(options, camera=options.bag_camera(),
-                          fps=options.fps or estimate_bag_fps(units[0].source, options))
+        fps, image_topic = estimate_bag_fps(units[0].source, options)
+        options = replace(options, image_topic=image_topic)
+        options = replace(options, camera=options.bag_camera(), fps=options.fps or fps)
     else:
         if from_hub and in_place:
             raise ValueError("--in-place would change files of the Hugging Face cache; give --out")
