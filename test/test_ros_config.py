@@ -147,7 +147,7 @@ def test_configure_with_a_missing_model_fails_with_the_reason_and_the_node_stays
             assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
             assert node.lifecycle_state == "unconfigured"
             assert node.frame_buffer is None
-            assert "missing" in node._configure_error and "FileNotFoundError" in node._configure_error
+            assert "missing" in node._configure_error and "model_path=" in node._configure_error
         finally:
             node.close()
             node.destroy_node()
