@@ -109,3 +109,17 @@ def test_the_table_imports_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_choices_are_the_names_the_implementations_accept():
+    import torch
+
+    from spatial_mllm_ros.engine import backends
+    from spatial_mllm_ros.model.loading import resolve_dtype
+
+    assert backends.BACKEND_NAMES is BACKEND_NAMES
+    table = parameter_table()
+    resolved = {resolve_dtype(name) for name in table["dtype"].choices}
+    assert resolved == {torch.float32, torch.bfloat16, torch.float16}
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        backends.make_backend("cuda", torch.nn.Linear(1, 1), ".")

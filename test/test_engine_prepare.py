@@ -146,3 +146,20 @@ def test_prepare_without_an_input_size_only_warms_the_language_model(tiny_dir):
         engine.close()
     with pytest.raises(ValueError, match="no model loaded"):
         SpatialQA(None).prepare(height=56, width=84)
+
+
+def test_prepare_engine_follows_the_parameter_values(tiny_dir):
+    from spatial_mllm_ros.engine.parameters import build_engine, prepare_engine
+
+    values = {"model_path": str(tiny_dir), "selector": "uniform", "max_frames": 3, "max_new_tokens": 2,
+              "min_pixels": SMALL_PIXELS, "input_width": 84, "input_height": 56}
+    engine = build_engine(values)
+    try:
+        assert prepare_engine(engine, {**values, "warmup": False}) is None and engine.prepared is None
+        report = prepare_engine(engine, values)
+        assert report.shape == engine.prepared == PreparedShape(4, (56, 84), (56, 84))  # 3 -> whole pairs
+        other = prepare_engine(engine, values, input_hw=(112, 168))  # e.g. from the first CameraInfo
+        assert other.shape.input_hw == (112, 168)
+    finally:
+        engine.close()
+    assert prepare_engine(build_engine({}), values) is None  # no model: nothing to warm up

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from spatial_mllm_ros.engine.parameters import BACKEND_NAMES
+from spatial_mllm_ros.engine.registry import BACKEND_NAMES
 from spatial_mllm_ros.engine.trt import (
     EngineCache,
     ShapeProfile,

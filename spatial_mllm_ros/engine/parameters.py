@@ -6,7 +6,7 @@ Every node (the QA node, the reward node, the composed process) declares these p
 same :class:`ParameterSpec` entries (name, default, range or choices, read-only, description: what a
 ROS ``ParameterDescriptor`` needs) and builds its engine with :func:`build_engine` from the values, so
 a setting cannot be dropped on one path. The choices come from the registries that implement them
-(:data:`BACKEND_NAMES`, :data:`DTYPE_NAMES`, ``core.selection.SELECTORS``): one source of truth.
+(``engine.registry``, ``core.selection.SELECTORS``): one source of truth.
 
 Robot profiles are ``config/<name>.yaml``; :func:`profile_path` finds one (an unknown name is an
 error naming the known profiles) and :func:`load_profile` reads its node parameters.
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spatial_mllm_ros.core.selection import SELECTORS
+from spatial_mllm_ros.engine.registry import BACKEND_NAMES, DTYPE_NAMES
 
 if TYPE_CHECKING:
     from spatial_mllm_ros.core.buffer import FrameBuffer
     from spatial_mllm_ros.engine.pipeline import SpatialQA
+    from spatial_mllm_ros.engine.shapes import PrepareReport
 
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
 SELECTOR_NAMES = tuple(SELECTORS)
 MAX_FRAMES_LIMIT = 256  # upper bound of max_frames (and so of any request's max_frames)
 MEGABYTE = 1024 * 1024
@@ -229,6 +229,22 @@ def input_size(values: Mapping[str, Any]) -> tuple[int, int] | None:
     v = resolve_values(values, ENGINE_PARAMETERS)
     height, width = v["input_height"], v["input_width"]
     return (height, width) if height and width else None
+
+
+def prepare_engine(engine: SpatialQA, values: Mapping[str, Any],
+                   input_hw: tuple[int, int] | None = None) -> PrepareReport | None:
+    """Warm ``engine`` up as the values say: at configure, before the first question.
+
+    With ``warmup`` true and a model loaded, builds the visual engines for ``max_frames`` frames at
+    ``input_hw`` (height, width; default: the declared ``input_height``/``input_width``) and runs one
+    dummy question there (:meth:`SpatialQA.prepare`); with no size known, a text-only warm-up. Returns
+    the report (log ``report.summary()``), or None when nothing ran.
+    """
+    v = resolve_values(values, ENGINE_PARAMETERS)
+    if not v["warmup"] or not engine.model_loaded:
+        return None
+    height, width = input_hw or input_size(v) or (None, None)
+    return engine.prepare(v["max_frames"], height, width)
 
 
 def build_frame_buffer(values: Mapping[str, Any]) -> FrameBuffer:
