@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from spatial_mllm_ros.core.answers import parse_answer
-from spatial_mllm_ros.core.frames import Frame
+from spatial_mllm_ros.core.frames import Frame, frame_size_problem
 from spatial_mllm_ros.core.prompts import OPEN_TASK_TYPE, TASK_TYPES, build_prompt, infer_task_type
 from spatial_mllm_ros.core.selection import Selection, make_selector
 from spatial_mllm_ros.engine.answer import Answer
@@ -438,8 +438,9 @@ class SpatialQA:
                 return f"frames[{index}] is a {type(frame).__name__}, not a Frame"
             if not (isinstance(frame.stamp, (int, float)) and math.isfinite(frame.stamp)):
                 return f"frames[{index}] has a non-finite stamp"
-            if min(frame.rgb.shape[:2]) < 2:
-                return f"frames[{index}] is too small ({frame.rgb.shape[1]}x{frame.rgb.shape[0]})"
+            size_problem = frame_size_problem(*frame.rgb.shape[:2])
+            if size_problem:
+                return f"frames[{index}] is {size_problem}"
         return ""
 
     def _check_common(self, frames: Any, max_frames: Any) -> str:
