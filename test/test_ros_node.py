@@ -50,13 +50,30 @@ def domain_id():
 
 @pytest.fixture(scope="module")
 def node_process(domain_id, tmp_path_factory):
-    process = NodeProcess("spatial_mllm_ros.ros.qa_node",
-                          ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-p", "autostart:=true",
-                           "-p", "warmup:=false", "-p", 'model_path:=""', "-p", "diagnostics_period_s:=0.2",
-                           "-p", "camera.image_transport:=compressed", "-p", "camera.pose_source:=odometry",
-                           "-p", "camera.pose_topic:=/odom"],
-                          domain_id, tmp_path_factory.mktemp("node") / "node.log",
-                          console_script="spatial_mllm_node")
+    process = NodeProcess(
+        "spatial_mllm_ros.ros.qa_node",
+        [
+            "--params-file",
+            str(REPO_ROOT / "config" / "cpu.yaml"),
+            "-p",
+            "autostart:=true",
+            "-p",
+            "warmup:=false",
+            "-p",
+            'model_path:=""',
+            "-p",
+            "diagnostics_period_s:=0.2",
+            "-p",
+            "camera.image_transport:=compressed",
+            "-p",
+            "camera.pose_source:=odometry",
+            "-p",
+            "camera.pose_topic:=/odom",
+        ],
+        domain_id,
+        tmp_path_factory.mktemp("node") / "node.log",
+        console_script="spatial_mllm_node",
+    )
     yield process
     process.stop()
 
@@ -77,9 +94,11 @@ def _ask(client, question="How far is the chair from the table?", **fields) -> S
 def test_answer_published_by_the_node_process_is_received_here(client):
     answers = client.collect(SpatialAnswer, f"{NODE}/answer")
     questions = client.publisher(String, f"{NODE}/question")
-    wait_until(lambda: questions.get_subscription_count() > 0
-               and client.node.count_publishers(f"{NODE}/answer") > 0,
-               20.0, "the node's question subscription and answer publisher")
+    wait_until(
+        lambda: questions.get_subscription_count() > 0 and client.node.count_publishers(f"{NODE}/answer") > 0,
+        20.0,
+        "the node's question subscription and answer publisher",
+    )
     questions.publish(String(data="How many chairs are in the room?"))
     wait_until(lambda: len(answers) > 0, 20.0, "a SpatialAnswer from the node process")
     answer = answers[0]
@@ -105,8 +124,18 @@ def test_question_topic_accepts_json_with_options(client):
     answers = client.collect(SpatialAnswer, f"{NODE}/answer")
     questions = client.publisher(String, f"{NODE}/question")
     wait_until(lambda: questions.get_subscription_count() > 0, 20.0, "the question subscription")
-    questions.publish(String(data=json.dumps({"question": "Which is closer?", "options": ["chair", "table"],
-                                              "task_type": "object_rel_distance", "query_id": "json-1"})))
+    questions.publish(
+        String(
+            data=json.dumps(
+                {
+                    "question": "Which is closer?",
+                    "options": ["chair", "table"],
+                    "task_type": "object_rel_distance",
+                    "query_id": "json-1",
+                }
+            )
+        )
+    )
     questions.publish(String(data='{"question": unquoted}'))
     wait_until(lambda: len(answers) >= 2, 20.0, "two answers")
     by_id = {a.query_id: a for a in answers}
@@ -128,8 +157,11 @@ def test_compressed_images_and_odometry_poses_are_ingested(client):
     diagnostics = client.collect(DiagnosticArray, "/diagnostics")
     images = client.publisher(CompressedImage, "/camera/color/image_raw/compressed")
     odometry = client.publisher(Odometry, "/odom")
-    wait_until(lambda: images.get_subscription_count() > 0 and odometry.get_subscription_count() > 0, 20.0,
-               "the node's compressed image and odometry subscriptions")
+    wait_until(
+        lambda: images.get_subscription_count() > 0 and odometry.get_subscription_count() > 0,
+        20.0,
+        "the node's compressed image and odometry subscriptions",
+    )
     raw = io.BytesIO()
     PILImage.fromarray(np.full((48, 64, 3), 120, np.uint8)).save(raw, format="JPEG")
     for i in range(3):
@@ -206,8 +238,12 @@ def test_lifecycle_transitions_over_the_lifecycle_services(client, node_process)
     # not allowed from unconfigured: rclpy raises inside its own change_state callback (no response);
     # the node survives it and stays unconfigured
     with pytest.raises(AssertionError, match="no response"):
-        client.call(ChangeState, f"{NODE}/change_state",
-                    ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)), timeout=3.0)
+        client.call(
+            ChangeState,
+            f"{NODE}/change_state",
+            ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)),
+            timeout=3.0,
+        )
     assert node_process.alive() and client.lifecycle_state(NODE) == "unconfigured"
     started = time.monotonic()
     assert client.change_state(NODE, "configure")

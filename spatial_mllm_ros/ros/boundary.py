@@ -92,11 +92,14 @@ class Boundary:
             self._logged.add((name, reason))
         if first:
             detail = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=8))
-            self._logger.error(f"callback {name} failed ({reason}); counted, later ones are not logged:\n"
-                               f"{clip(detail, 4000)}")
+            self._logger.error(
+                f"callback {name} failed ({reason}); counted, later ones are not logged:\n"
+                f"{clip(detail, 4000)}"
+            )
 
-    def guard(self, name: str, callback: Callable[..., Any],
-              fallback: Callable[..., Any] | None = None) -> Callable[..., Any]:
+    def guard(
+        self, name: str, callback: Callable[..., Any], fallback: Callable[..., Any] | None = None
+    ) -> Callable[..., Any]:
         """``callback`` that counts and swallows its exceptions; returns ``fallback(*args)`` then.
 
         Services and actions need a response object back: pass a ``fallback`` that builds one.

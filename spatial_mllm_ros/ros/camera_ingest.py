@@ -51,31 +51,65 @@ def _offset_problem(offset: Any) -> str:
     try:
         conv.offset_to_matrix(offset)
     except (ValueError, TypeError) as error:
-        return f"pose_offset must be 7 finite numbers [x, y, z, qx, qy, qz, qw] with a unit quaternion: {error}"
+        return (
+            f"pose_offset must be 7 finite numbers [x, y, z, qx, qy, qz, qw] with a unit quaternion: {error}"
+        )
     return ""
 
 
 def camera_specs(camera: str, namespace: str | None = None) -> list[Spec]:
     """The parameters of one camera (declared as ``<camera>.<name>``)."""
     return [
-        Spec("namespace", namespace or camera, "Namespace of the camera's topics (default: the camera name)."),
-        Spec("image_topic", "", "Colour image topic; empty = <namespace>/color/image_raw (plus /compressed for "
-                                "the compressed transport)."),
-        Spec("image_transport", "raw", "sensor_msgs/Image or CompressedImage (JPEG/PNG).",
-             choices=IMAGE_TRANSPORTS),
-        Spec("use_depth", True, "Subscribe to a depth image registered to colour (16UC1 mm or 32FC1 m); its "
-                                "size must equal the colour image's."),
-        Spec("depth_topic", "", "Depth topic; empty = <namespace>/aligned_depth_to_color/image_raw (the "
-                                "depth registered to colour; a raw depth stream has another size and K)."),
-        Spec("camera_info_topic", "", "CameraInfo topic of the colour image; empty = "
-                                      "<namespace>/color/camera_info."),
-        Spec("pose_source", "pose_stamped", "Where camera poses come from (tf: looked up when a question is "
-                                            "answered).", choices=POSE_SOURCES),
-        Spec("pose_topic", "", "PoseStamped/Odometry topic; empty = <namespace>/pose (pose_stamped) or odom "
-                               "(odometry)."),
-        Spec("pose_offset", list(IDENTITY_OFFSET),
-             "Transform [x, y, z, qx, qy, qz, qw] from the pose's frame to the camera optical frame (OpenCV "
-             "axes), applied on the right: world_T_camera = world_T_pose * offset.", check=_offset_problem),
+        Spec(
+            "namespace", namespace or camera, "Namespace of the camera's topics (default: the camera name)."
+        ),
+        Spec(
+            "image_topic",
+            "",
+            "Colour image topic; empty = <namespace>/color/image_raw (plus /compressed for "
+            "the compressed transport).",
+        ),
+        Spec(
+            "image_transport",
+            "raw",
+            "sensor_msgs/Image or CompressedImage (JPEG/PNG).",
+            choices=IMAGE_TRANSPORTS,
+        ),
+        Spec(
+            "use_depth",
+            True,
+            "Subscribe to a depth image registered to colour (16UC1 mm or 32FC1 m); its "
+            "size must equal the colour image's.",
+        ),
+        Spec(
+            "depth_topic",
+            "",
+            "Depth topic; empty = <namespace>/aligned_depth_to_color/image_raw (the "
+            "depth registered to colour; a raw depth stream has another size and K).",
+        ),
+        Spec(
+            "camera_info_topic",
+            "",
+            "CameraInfo topic of the colour image; empty = <namespace>/color/camera_info.",
+        ),
+        Spec(
+            "pose_source",
+            "pose_stamped",
+            "Where camera poses come from (tf: looked up when a question is answered).",
+            choices=POSE_SOURCES,
+        ),
+        Spec(
+            "pose_topic",
+            "",
+            "PoseStamped/Odometry topic; empty = <namespace>/pose (pose_stamped) or odom (odometry).",
+        ),
+        Spec(
+            "pose_offset",
+            list(IDENTITY_OFFSET),
+            "Transform [x, y, z, qx, qy, qz, qw] from the pose's frame to the camera optical frame (OpenCV "
+            "axes), applied on the right: world_T_camera = world_T_pose * offset.",
+            check=_offset_problem,
+        ),
         Spec("camera_frame", "", "Optical frame for tf lookups; empty = the image header frame_id."),
     ]
 
@@ -83,15 +117,28 @@ def camera_specs(camera: str, namespace: str | None = None) -> list[Spec]:
 def ingest_specs(max_image_pixels: int) -> list[Spec]:
     """Parameters of the ingest shared by all cameras of a node (QoS, pixel cap, tf)."""
     return [
-        Spec("image.max_pixels", max_image_pixels, "Largest image (width*height) decoded; larger ones are "
-             "refused from their header, before decoding.", value_range=(1, 1 << 28)),
-        Spec("qos.images.reliability", "best_effort", "Reliability of camera subscriptions (sensor data QoS by "
-             "default); qos_overrides./<topic>.subscription.* parameters override it per topic.",
-             choices=RELIABILITIES),
+        Spec(
+            "image.max_pixels",
+            max_image_pixels,
+            "Largest image (width*height) decoded; larger ones are "
+            "refused from their header, before decoding.",
+            value_range=(1, 1 << 28),
+        ),
+        Spec(
+            "qos.images.reliability",
+            "best_effort",
+            "Reliability of camera subscriptions (sensor data QoS by "
+            "default); qos_overrides./<topic>.subscription.* parameters override it per topic.",
+            choices=RELIABILITIES,
+        ),
         Spec("qos.images.depth", 5, "History depth of camera subscriptions.", value_range=(1, 1000)),
         Spec("tf.target_frame", "map", "Fixed frame the tf poses are expressed in."),
-        Spec("tf.timeout_s", 0.2, "How long one tf lookup may wait for a late transform when a question is "
-             "answered.", value_range=(0.0, 10.0)),
+        Spec(
+            "tf.timeout_s",
+            0.2,
+            "How long one tf lookup may wait for a late transform when a question is answered.",
+            value_range=(0.0, 10.0),
+        ),
     ]
 
 
@@ -111,6 +158,7 @@ class CameraTopics:
 
     @classmethod
     def from_parameters(cls, node: Node, camera: str) -> CameraTopics:
+        """The topics of ``camera`` from its ``<camera>.*`` parameters (empty ones defaulted)."""
         def p(leaf: str) -> Any:
             return value(node, f"{camera}.{leaf}")
 
@@ -120,12 +168,18 @@ class CameraTopics:
         source = p("pose_source")
         default_pose = f"{namespace}/pose" if source == "pose_stamped" else "odom"
         return cls(
-            name=camera, image_topic=p("image_topic") or default_image, compressed=compressed,
+            name=camera,
+            image_topic=p("image_topic") or default_image,
+            compressed=compressed,
             depth_topic=(p("depth_topic") or f"{namespace}/aligned_depth_to_color/image_raw")
-            if p("use_depth") else "",
+            if p("use_depth")
+            else "",
             camera_info_topic=p("camera_info_topic") or f"{namespace}/color/camera_info",
-            pose_source=source, pose_topic=p("pose_topic") or default_pose,
-            pose_offset=conv.offset_to_matrix(p("pose_offset")), camera_frame=p("camera_frame"))
+            pose_source=source,
+            pose_topic=p("pose_topic") or default_pose,
+            pose_offset=conv.offset_to_matrix(p("pose_offset")),
+            camera_frame=p("camera_frame"),
+        )
 
 
 class _CameraState:
@@ -139,8 +193,9 @@ class _CameraState:
 class CameraIngest:
     """Subscriptions of a node's cameras into its frame buffer (see the module docstring)."""
 
-    def __init__(self, node: Node, buffer: FrameBuffer, counters: Counters, boundary: Boundary,
-                 cameras: list[str]) -> None:
+    def __init__(
+        self, node: Node, buffer: FrameBuffer, counters: Counters, boundary: Boundary, cameras: list[str]
+    ) -> None:
         self._node = node
         self._buffer = buffer
         self._counters = counters
@@ -154,25 +209,35 @@ class CameraIngest:
 
     @property
     def topics(self) -> dict[str, CameraTopics]:
+        """Resolved topics by camera name."""
         return dict(self._topics)
 
     @property
     def max_pixels(self) -> int:
+        """The decoders' pixel cap (``image.max_pixels``)."""
         return int(value(self._node, "image.max_pixels"))
 
     def _qos(self) -> QoSProfile:
         reliable = value(self._node, "qos.images.reliability") == "reliable"
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(value(self._node, "qos.images.depth")),
-                          reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                          durability=qos_profile_sensor_data.durability)
+        return QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=int(value(self._node, "qos.images.depth")),
+            reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+            durability=qos_profile_sensor_data.durability,
+        )
 
     # ------------------------------------------------------------------------------ lifecycle
     def activate(self) -> None:
         """Subscribe to every camera (and start one tf listener when a camera takes poses from tf)."""
         try:
             if any(t.pose_source == "tf" for t in self._topics.values()):
-                self._tf = TfPoses(self._node, self._counters, self._boundary,
-                                   value(self._node, "tf.target_frame"), float(value(self._node, "tf.timeout_s")))
+                self._tf = TfPoses(
+                    self._node,
+                    self._counters,
+                    self._boundary,
+                    value(self._node, "tf.target_frame"),
+                    float(value(self._node, "tf.timeout_s")),
+                )
             for camera in self.cameras:
                 self._subscribe(self._topics[camera])
         except Exception:
@@ -197,21 +262,42 @@ class CameraIngest:
                 self._counters.add(f"messages_{kind}")
                 handler(msg)
 
-            self._subscriptions.append(self._node.create_subscription(
-                msg_type, topic, self._boundary.guard(kind, on_message), qos, callback_group=group,
-                qos_overriding_options=overriding))
+            self._subscriptions.append(
+                self._node.create_subscription(
+                    msg_type,
+                    topic,
+                    self._boundary.guard(kind, on_message),
+                    qos,
+                    callback_group=group,
+                    qos_overriding_options=overriding,
+                )
+            )
 
-        subscribe(CompressedImage if topics.compressed else Image, topics.image_topic, "image",
-                  lambda msg: self._on_image(camera, msg, topics.compressed))
+        subscribe(
+            CompressedImage if topics.compressed else Image,
+            topics.image_topic,
+            "image",
+            lambda msg: self._on_image(camera, msg, topics.compressed),
+        )
         if topics.depth_topic:
             subscribe(Image, topics.depth_topic, "depth", lambda msg: self._on_depth(camera, msg))
-        subscribe(CameraInfo, topics.camera_info_topic, "camera_info", lambda msg: self._on_camera_info(camera, msg))
+        subscribe(
+            CameraInfo, topics.camera_info_topic, "camera_info", lambda msg: self._on_camera_info(camera, msg)
+        )
         if topics.pose_source == "pose_stamped":
-            subscribe(PoseStamped, topics.pose_topic, "pose",
-                      lambda msg: self._on_pose(camera, msg.header.stamp, msg.pose, topics.pose_offset))
+            subscribe(
+                PoseStamped,
+                topics.pose_topic,
+                "pose",
+                lambda msg: self._on_pose(camera, msg.header.stamp, msg.pose, topics.pose_offset),
+            )
         elif topics.pose_source == "odometry":
-            subscribe(Odometry, topics.pose_topic, "pose",
-                      lambda msg: self._on_pose(camera, msg.header.stamp, msg.pose.pose, topics.pose_offset))
+            subscribe(
+                Odometry,
+                topics.pose_topic,
+                "pose",
+                lambda msg: self._on_pose(camera, msg.header.stamp, msg.pose.pose, topics.pose_offset),
+            )
 
     # ------------------------------------------------------------------------------ callbacks
     def _malformed(self, kind: str, camera: str, error: Exception) -> None:
@@ -219,14 +305,18 @@ class CameraIngest:
         self._counters.add(f"malformed_{kind}")
         self._counters.add(f"malformed_{kind}_{reason}")
         self._counters.note_error(f"malformed_{kind}", f"{camera}: {error}")
-        self._node.get_logger().warning(f"dropped malformed {kind} from {camera}: {clip(str(error))}",
-                                        throttle_duration_sec=5.0)
+        self._node.get_logger().warning(
+            f"dropped malformed {kind} from {camera}: {clip(str(error))}", throttle_duration_sec=5.0
+        )
 
     def _on_image(self, camera: str, msg: Image | CompressedImage, compressed: bool) -> None:
         try:
             stamp = conv.stamp_to_sec(msg.header.stamp)
-            rgb = conv.compressed_to_rgb(msg, self.max_pixels) if compressed else conv.image_to_rgb(
-                msg, self.max_pixels)
+            rgb = (
+                conv.compressed_to_rgb(msg, self.max_pixels)
+                if compressed
+                else conv.image_to_rgb(msg, self.max_pixels)
+            )
         except ValueError as error:
             self._malformed("image", camera, error)
             return
@@ -239,9 +329,11 @@ class CameraIngest:
             color = self._state[camera].color_size
             if color is not None and depth.shape != color:
                 raise conv.MalformedMessageError(
-                    "size_mismatch_color", f"depth of {depth.shape[1]}x{depth.shape[0]} does not match the colour "
+                    "size_mismatch_color",
+                    f"depth of {depth.shape[1]}x{depth.shape[0]} does not match the colour "
                     f"image's {color[1]}x{color[0]}: subscribe to depth registered to colour "
-                    "(aligned_depth_to_color)")
+                    "(aligned_depth_to_color)",
+                )
         except ValueError as error:
             self._malformed("depth", camera, error)
             return
@@ -256,8 +348,10 @@ class CameraIngest:
                 margin = PRINCIPAL_POINT_MARGIN
                 if not (-margin <= cx <= width + margin and -margin <= cy <= height + margin):
                     raise conv.MalformedMessageError(
-                        "principal_point_outside", f"K's principal point ({cx:g}, {cy:g}) lies outside the "
-                        f"declared {width}x{height} image")
+                        "principal_point_outside",
+                        f"K's principal point ({cx:g}, {cy:g}) lies outside the "
+                        f"declared {width}x{height} image",
+                    )
                 self._check_against_color(camera, (height, width))
         except ValueError as error:
             self._malformed("camera_info", camera, error)
@@ -269,8 +363,10 @@ class CameraIngest:
         color = self._state[camera].color_size
         if color is not None and color != info_size:
             raise conv.MalformedMessageError(
-                "size_mismatch_color", f"camera_info declares {info_size[1]}x{info_size[0]} but the colour "
-                f"images are {color[1]}x{color[0]}: K belongs to another stream")
+                "size_mismatch_color",
+                f"camera_info declares {info_size[1]}x{info_size[0]} but the colour "
+                f"images are {color[1]}x{color[0]}: K belongs to another stream",
+            )
 
     def _on_pose(self, camera: str, stamp: Any, pose: Any, offset: np.ndarray) -> None:
         try:
@@ -285,8 +381,9 @@ class CameraIngest:
         """(height, width) of the camera's accepted CameraInfo, or None before one arrived."""
         return self._state[camera].info_size
 
-    def frames(self, start: float | None = None, end: float | None = None,
-               camera: str | None = None) -> list[Frame]:
+    def frames(
+        self, start: float | None = None, end: float | None = None, camera: str | None = None
+    ) -> list[Frame]:
         """Buffered frames in the window, with tf poses resolved now for cameras that take them from tf.
 
         The lookups share one deadline of ``tf.timeout_s``: a transform that arrives late (after the
@@ -296,11 +393,16 @@ class CameraIngest:
         tf = self._tf
         if tf is None:
             return frames
-        wanted = [i for i, frame in enumerate(frames)
-                  if (topics := self._topics.get(frame.camera_id)) is not None and topics.pose_source == "tf"]
-        queries = [(self._topics[frames[i].camera_id].camera_frame or frames[i].frame_id, frames[i].stamp)
-                   for i in wanted]
-        for i, pose in zip(wanted, tf.poses(queries)):
+        wanted = [
+            i
+            for i, frame in enumerate(frames)
+            if (topics := self._topics.get(frame.camera_id)) is not None and topics.pose_source == "tf"
+        ]
+        queries = [
+            (self._topics[frames[i].camera_id].camera_frame or frames[i].frame_id, frames[i].stamp)
+            for i in wanted
+        ]
+        for i, pose in zip(wanted, tf.poses(queries), strict=True):
             if pose is not None:
                 frames[i] = replace(frames[i], pose=pose)
         return frames

@@ -43,7 +43,9 @@ class SharedEngine:
                 if self._closed:
                     raise RuntimeError("the shared engine is closed")
                 if self._source is None:
-                    raise RuntimeError("the shared engine has no parameters (take_parameters_from not called)")
+                    raise RuntimeError(
+                        "the shared engine has no parameters (take_parameters_from not called)"
+                    )
                 self._engine = build_engine(self._source)
             return self._engine
 
@@ -80,8 +82,9 @@ class ComposedNodes:
 
     def make_reward_node(self) -> RewardAnnotatorNode:
         """The reward node, on the same engine, reading live frames from the QA node."""
-        self.reward_node = RewardAnnotatorNode(engine_provider=self.engine.get, frame_source=self.live_frames,
-                                               **self.node_kwargs)
+        self.reward_node = RewardAnnotatorNode(
+            engine_provider=self.engine.get, frame_source=self.live_frames, **self.node_kwargs
+        )
         return self.reward_node
 
     def live_frames(self, start: float | None, end: float | None) -> list:

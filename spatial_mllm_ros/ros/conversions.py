@@ -57,13 +57,16 @@ def sec_to_stamp(seconds: float) -> Time:
 
 def image_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB (a view when possible)."""
-    return imaging.decode_color(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels=max_pixels)
+    return imaging.decode_color(
+        msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels=max_pixels
+    )
 
 
 def depth_to_array(msg: Image, max_pixels: int | None = None) -> tuple[np.ndarray, float]:
     """Depth image -> ((H, W) array, metres per unit): 16UC1/mono16 millimetres or 32FC1 metres."""
-    return imaging.decode_depth(msg.encoding, msg.height, msg.width, msg.step, msg.data,
-                                bool(msg.is_bigendian), max_pixels=max_pixels)
+    return imaging.decode_depth(
+        msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), max_pixels=max_pixels
+    )
 
 
 def compressed_to_rgb(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
@@ -119,12 +122,14 @@ def matrix_to_pose(matrix: np.ndarray) -> Pose:
     pose = Pose()
     pose.position.x, pose.position.y, pose.position.z = (float(v) for v in translation)
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (
-        float(v) for v in quaternion)
+        float(v) for v in quaternion
+    )
     return pose
 
 
-def rgb_to_image(rgb: np.ndarray, stamp: float | Time | None = None, frame_id: str = "",
-                 encoding: str = "rgb8") -> Image:
+def rgb_to_image(
+    rgb: np.ndarray, stamp: float | Time | None = None, frame_id: str = "", encoding: str = "rgb8"
+) -> Image:
     """(H, W, 3) uint8 RGB (or (H, W) for mono8) -> sensor_msgs/Image, data via ``tobytes``."""
     array = np.asarray(rgb)
     if array.dtype != np.uint8:
@@ -139,8 +144,13 @@ def rgb_to_image(rgb: np.ndarray, stamp: float | Time | None = None, frame_id: s
     if encoding != "mono8" and (array.ndim != 3 or array.shape[2] != 3):
         raise ValueError(f"expected an (H, W, 3) array, got shape {array.shape}")
     height, width = array.shape[:2]
-    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=False,
-                step=width * (1 if encoding == "mono8" else 3))
+    msg = Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=False,
+        step=width * (1 if encoding == "mono8" else 3),
+    )
     _fill_header(msg, stamp, frame_id)
     msg.data = np.ascontiguousarray(array).tobytes()
     return msg
@@ -153,8 +163,13 @@ def depth_to_image(depth: np.ndarray, stamp: float | Time | None = None, frame_i
     if array.ndim != 2 or array.dtype not in encodings:
         raise ValueError(f"expected (H, W) float32 or uint16 depth, got {array.dtype} {array.shape}")
     height, width = array.shape
-    msg = Image(height=height, width=width, encoding=encodings[array.dtype],
-                is_bigendian=sys.byteorder == "big", step=width * array.dtype.itemsize)
+    msg = Image(
+        height=height,
+        width=width,
+        encoding=encodings[array.dtype],
+        is_bigendian=sys.byteorder == "big",
+        step=width * array.dtype.itemsize,
+    )
     _fill_header(msg, stamp, frame_id)
     msg.data = np.ascontiguousarray(array).tobytes()
     return msg
@@ -197,18 +212,31 @@ def answer_to_msg(answer: Answer, stamp: float | Time | None = None, frame_id: s
     return msg
 
 
-def rejection_msg(reason: str, question: str = "", query_id: str = "", stamp: float | Time | None = None,
-                  task_type: str = "") -> SpatialAnswer:
+def rejection_msg(
+    reason: str,
+    question: str = "",
+    query_id: str = "",
+    stamp: float | Time | None = None,
+    task_type: str = "",
+) -> SpatialAnswer:
     """A SpatialAnswer that carries only a rejection reason (KIND_NONE)."""
-    msg = SpatialAnswer(query_id=query_id, question=question, task_type=task_type,
-                        answer_kind=SpatialAnswer.KIND_NONE, choice_index=-1, value=math.nan,
-                        confidence=-1.0, error=reason)
+    msg = SpatialAnswer(
+        query_id=query_id,
+        question=question,
+        task_type=task_type,
+        answer_kind=SpatialAnswer.KIND_NONE,
+        choice_index=-1,
+        value=math.nan,
+        confidence=-1.0,
+        error=reason,
+    )
     _fill_header(msg, stamp, "")
     return msg
 
 
-def selection_to_msg(selection: Selection, stamps: Sequence[float], stamp: float | Time | None = None,
-                     frame_id: str = "") -> FrameSelection:
+def selection_to_msg(
+    selection: Selection, stamps: Sequence[float], stamp: float | Time | None = None, frame_id: str = ""
+) -> FrameSelection:
     """Core Selection + the stamps of the chosen frames -> FrameSelection."""
     msg = FrameSelection()
     _fill_header(msg, stamp, frame_id)

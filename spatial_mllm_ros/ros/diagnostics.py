@@ -25,25 +25,38 @@ OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.E
 class Diagnostics:
     """Publisher + timer of one node's status (created at configure, destroyed at cleanup)."""
 
-    def __init__(self, node: Node, boundary: Boundary, title: str, period_s: float,
-                 values: Callable[[], dict[str, Any]],
-                 summary: Callable[[dict[str, str]], tuple[int, str]]) -> None:
+    def __init__(
+        self,
+        node: Node,
+        boundary: Boundary,
+        title: str,
+        period_s: float,
+        values: Callable[[], dict[str, Any]],
+        summary: Callable[[dict[str, str]], tuple[int, str]],
+    ) -> None:
         self._node = node
         self._title = title
         self._values = values
         self._summary = summary
         self._publisher = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timer = node.create_timer(period_s, boundary.guard("diagnostics", self.publish),
-                                        callback_group=MutuallyExclusiveCallbackGroup(),
-                                        clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._timer = node.create_timer(
+            period_s,
+            boundary.guard("diagnostics", self.publish),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
 
     def status(self) -> DiagnosticStatus:
         """The current status message."""
         values = {key: str(value) for key, value in self._values().items()}
         level, message = self._summary(values)
-        return DiagnosticStatus(name=f"{self._node.get_fully_qualified_name()}: {self._title}",
-                                hardware_id=values.get("model_id") or "no-model", level=level, message=message,
-                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        return DiagnosticStatus(
+            name=f"{self._node.get_fully_qualified_name()}: {self._title}",
+            hardware_id=values.get("model_id") or "no-model",
+            level=level,
+            message=message,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
 
     def publish(self) -> None:
         """Publish the status now."""

@@ -10,7 +10,6 @@ or skips the preparation.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,15 +21,30 @@ from spatial_mllm_ros.ros.parameters import Spec, value
 
 def from_table(specs: Iterable[table.ParameterSpec]) -> list[Spec]:
     """Node parameter rows of ROS-free table rows."""
-    return [Spec(s.name, s.default, s.description, read_only=s.read_only,
-                 value_range=s.integer_range or s.float_range, choices=s.choices) for s in specs]
+    return [
+        Spec(
+            s.name,
+            s.default,
+            s.description,
+            read_only=s.read_only,
+            value_range=s.integer_range or s.float_range,
+            choices=s.choices,
+        )
+        for s in specs
+    ]
 
 
 def engine_specs() -> list[Spec]:
     """The engine rows, plus how long configure waits for a CameraInfo to learn the input size."""
-    return [*from_table(table.ENGINE_PARAMETERS),
-            Spec("camera_info_timeout_s", 10.0, "How long configure waits for the first CameraInfo when "
-                 "input_width/input_height are 0.", value_range=(0.0, 600.0))]
+    return [
+        *from_table(table.ENGINE_PARAMETERS),
+        Spec(
+            "camera_info_timeout_s",
+            10.0,
+            "How long configure waits for the first CameraInfo when input_width/input_height are 0.",
+            value_range=(0.0, 600.0),
+        ),
+    ]
 
 
 def engine_values(node: Node) -> dict[str, Any]:
@@ -43,18 +57,11 @@ def build_engine(node: Node) -> Any:
     return table.build_engine(engine_values(node))
 
 
-def prepare_engine(engine: Any, num_frames: int, width: int, height: int) -> tuple[str, float]:
-    """Build/load what the engine needs for questions of ``num_frames`` frames of ``width``x``height``.
+def prepare_engine(node: Node, engine: Any, input_hw: tuple[int, int] | None = None) -> str:
+    """Prepare ``engine`` as the node's parameters say; one line saying what was built and how long.
 
-    Without a size only the language model is warmed up (text only). Returns (what, seconds taken).
+    ``max_frames`` frames of ``input_hw`` (height, width) or of the declared input size; a text-only
+    warm-up without a size.
     """
-    started = time.perf_counter()
-    if not getattr(engine, "model_loaded", False):
-        return "nothing (no model)", 0.0
-    prepare = getattr(engine, "prepare", None)
-    if callable(prepare) and width > 0 and height > 0:
-        built = prepare(num_frames=num_frames, width=width, height=height)
-    else:
-        engine.warmup()
-        built = "the language model (text-only warm-up)"
-    return str(built), time.perf_counter() - started
+    report = table.prepare_engine(engine, engine_values(node), input_hw)
+    return report.summary() if report is not None else "nothing (warmup disabled or no model)"

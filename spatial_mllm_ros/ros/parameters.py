@@ -42,19 +42,26 @@ class Spec:
 
     @property
     def is_float(self) -> bool:
+        """A floating-point parameter (declared with dynamic typing, integers accepted)."""
         return isinstance(self.default, float)
 
     @property
     def is_float_list(self) -> bool:
+        """A list of floating-point numbers (integers accepted)."""
         return isinstance(self.default, list) and bool(self.default) and isinstance(self.default[0], float)
 
     def descriptor(self):
         """The ROS descriptor (floating ranges are checked here, integers by rclpy as well)."""
         integer_range = None
-        if self.value_range is not None and isinstance(self.default, int) and not isinstance(self.default, bool):
+        if (
+            self.value_range is not None
+            and isinstance(self.default, int)
+            and not isinstance(self.default, bool)
+        ):
             integer_range = (int(self.value_range[0]), int(self.value_range[1]))
-        descriptor = parameter_descriptor(self.description, read_only=self.read_only,
-                                          integer_range=integer_range, choices=self.choices)
+        descriptor = parameter_descriptor(
+            self.description, read_only=self.read_only, integer_range=integer_range, choices=self.choices
+        )
         if self.value_range is not None and self.is_float:
             descriptor.description += f" Range: {self.value_range[0]:g} .. {self.value_range[1]:g}."
         descriptor.dynamic_typing = self.is_float or self.is_float_list
@@ -68,9 +75,9 @@ class Spec:
                 return f"{self.name} must be a number, got {parameter.type_.name.lower()}"
             if not math.isfinite(float(value)):
                 return f"{self.name} must be finite, got {value}"
-        if self.is_float_list:
-            if parameter.type_ not in (Parameter.Type.DOUBLE_ARRAY, Parameter.Type.INTEGER_ARRAY):
-                return f"{self.name} must be a list of numbers, got {parameter.type_.name.lower()}"
+        if self.is_float_list and parameter.type_ not in (Parameter.Type.DOUBLE_ARRAY,
+                                                          Parameter.Type.INTEGER_ARRAY):
+            return f"{self.name} must be a list of numbers, got {parameter.type_.name.lower()}"
         if self.value_range is not None and not isinstance(value, (list, tuple, str, bool)):
             low, high = self.value_range
             if not low <= value <= high:

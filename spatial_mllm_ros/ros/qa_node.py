@@ -62,13 +62,20 @@ def _cameras_problem(names: Any) -> str:
 def node_specs() -> list[Spec]:
     """Parameters of this node beyond the engine's and the ingest's (buffer and queue from the table)."""
     return [
-        Spec("autostart", False, "Configure and activate by itself at start (without a lifecycle manager "
-                                 "or launch events)."),
+        Spec(
+            "autostart",
+            False,
+            "Configure and activate by itself at start (without a lifecycle manager or launch events).",
+        ),
         *from_table(table.BUFFER_PARAMETERS),
         *from_table(table.QUEUE_PARAMETERS),
         Spec("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", value_range=(0.05, 60.0)),
-        Spec("cameras", ["camera"], "Camera names; each has the parameters <name>.namespace, "
-                                    "<name>.image_topic, ...", check=_cameras_problem),
+        Spec(
+            "cameras",
+            ["camera"],
+            "Camera names; each has the parameters <name>.namespace, <name>.image_topic, ...",
+            check=_cameras_problem,
+        ),
     ]
 
 
@@ -82,8 +89,9 @@ class SpatialQANode(LifecycleNode):
         **kwargs: passed to ``rclpy.lifecycle.Node`` (namespace, parameter_overrides, ...).
     """
 
-    def __init__(self, node_name: str = NODE_NAME, *, engine_provider: Callable[[], Any] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, node_name: str = NODE_NAME, *, engine_provider: Callable[[], Any] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(node_name, **kwargs)
         self._engine_provider = engine_provider
         self._engine: Any | None = None
@@ -101,16 +109,29 @@ class SpatialQANode(LifecycleNode):
         self.boundary = Boundary(self.counters, self.get_logger())
         self.parameter_table = ParameterTable()
         self.add_on_set_parameters_callback(self.parameter_table.validate)
-        self.parameter_table.declare(self, [*engine_specs(), *node_specs(), *ingest_specs(DEFAULT_MAX_IMAGE_PIXELS)])
+        self.parameter_table.declare(
+            self, [*engine_specs(), *node_specs(), *ingest_specs(DEFAULT_MAX_IMAGE_PIXELS)]
+        )
         self.cameras: list[str] = list(value(self, "cameras"))
         for camera in self.cameras:
             self.parameter_table.declare(self, camera_specs(camera), prefix=camera)
         self.executor_threads = int(value(self, "queue_size")) + 1
         self._service_group = ReentrantCallbackGroup()
-        self.desk = QuestionDesk(self, self.boundary, self._answer, self._decorate, self._inactive_reason,
-                                 capacity=int(value(self, "queue_size")), max_frames=int(value(self, "max_frames")))
-        self.create_service(AskSpatial, "~/ask", self.boundary.guard("ask", self._on_ask, self.desk.ask_fallback),
-                            callback_group=self._service_group)
+        self.desk = QuestionDesk(
+            self,
+            self.boundary,
+            self._answer,
+            self._decorate,
+            self._inactive_reason,
+            capacity=int(value(self, "queue_size")),
+            max_frames=int(value(self, "max_frames")),
+        )
+        self.create_service(
+            AskSpatial,
+            "~/ask",
+            self.boundary.guard("ask", self._on_ask, self.desk.ask_fallback),
+            callback_group=self._service_group,
+        )
 
     @property
     def frame_buffer(self) -> FrameBuffer | None:
@@ -124,7 +145,7 @@ class SpatialQANode(LifecycleNode):
 
     @property
     def lifecycle_state(self) -> str:
-        """"unconfigured", "inactive", "active" or "finalized"."""
+        """One of "unconfigured", "inactive", "active" or "finalized"."""
         return self._state_label
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -134,13 +155,16 @@ class SpatialQANode(LifecycleNode):
             self.trigger_activate()
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        """Build the buffer and the ingest, build and prepare the engine, create publishers and diagnostics."""
+        """Build the buffer and the ingest, build and prepare the engine, create publishers."""
         started = time.perf_counter()
         try:
             self._buffer = table.build_frame_buffer(
-                {spec.name: value(self, spec.name) for spec in table.BUFFER_PARAMETERS})
+                {spec.name: value(self, spec.name) for spec in table.BUFFER_PARAMETERS}
+            )
             self._ingest = CameraIngest(self, self._buffer, self.counters, self.boundary, self.cameras)
-            self._engine = self._engine_provider() if self._engine_provider is not None else build_engine(self)
+            self._engine = (
+                self._engine_provider() if self._engine_provider is not None else build_engine(self)
+            )
             self._prepare()
         except Exception as error:  # a bad model path, backend or topic must not kill the node
             self._configure_error = f"{type(error).__name__}: {error}"
@@ -149,38 +173,46 @@ class SpatialQANode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._configure_error = ""
         self._selection_pub = self.create_lifecycle_publisher(FrameSelection, "~/selected_frames", 10)
-        self._diagnostics = diag.Diagnostics(self, self.boundary, "spatial QA", value(self, "diagnostics_period_s"),
-                                             self.diagnostics_values, self._summary)
+        self._diagnostics = diag.Diagnostics(
+            self,
+            self.boundary,
+            "spatial QA",
+            value(self, "diagnostics_period_s"),
+            self.diagnostics_values,
+            self._summary,
+        )
         self._state_label = "inactive"
         self.get_logger().info(
             f"configured in {time.perf_counter() - started:.2f} s: model {self._model_id() or '(none)'}, "
-            f"backend {self._backend_name()}, prepared {self._prepared}, cameras {self.cameras}")
+            f"backend {self._backend_name()}, prepared {self._prepared}, cameras {self.cameras}"
+        )
         return super().on_configure(state)
 
     def _prepare(self) -> None:
         """Prepare the engine at (max_frames, input size) so that no question builds anything."""
-        if not value(self, "warmup"):
-            self._prepared = "nothing (warmup disabled)"
-            return
-        if not getattr(self._engine, "model_loaded", False):
-            self._prepared = "nothing (no model)"
-            return
-        width, height = int(value(self, "input_width")), int(value(self, "input_height"))
-        if width <= 0 or height <= 0:
+        input_hw = None
+        if (
+            value(self, "warmup")
+            and getattr(self._engine, "model_loaded", False)
+            and not (value(self, "input_width") and value(self, "input_height"))
+        ):
             width, height = self._first_camera_info_size()
-        if width <= 0 or height <= 0:
-            self._prepared = "nothing (no input size: set input_width/input_height or publish camera_info)"
-            self.get_logger().warning(f"engine not prepared: {self._prepared}; the first question prepares it")
-            return
-        built, seconds = prepare_engine(self._engine, int(value(self, "max_frames")), width, height)
-        self._prepared = f"{built} for {value(self, 'max_frames')} frames of {width}x{height} in {seconds:.2f} s"
+            input_hw = (height, width) if width > 0 and height > 0 else None
+            if input_hw is None:
+                self.get_logger().warning(
+                    "no input size: input_width/input_height are 0 and no camera_info arrived within "
+                    f"camera_info_timeout_s={value(self, 'camera_info_timeout_s')} s; only the language model"
+                    " is warmed up and the first question builds the visual engine"
+                )
+        self._prepared = prepare_engine(self, self._engine, input_hw)
 
     def _first_camera_info_size(self) -> tuple[int, int]:
         """(width, height) of the first camera's first CameraInfo, (0, 0) after the timeout."""
         topic = self._ingest.topics[self.cameras[0]].camera_info_topic
         timeout = float(value(self, "camera_info_timeout_s"))
-        probe = Node(f"{self.get_name()}_camera_info_probe", context=self.context,
-                     namespace=self.get_namespace())
+        probe = Node(
+            f"{self.get_name()}_camera_info_probe", context=self.context, namespace=self.get_namespace()
+        )
         try:
             received, msg = wait_for_message(CameraInfo, probe, topic, time_to_wait=timeout)
         finally:
@@ -274,24 +306,42 @@ class SpatialQANode(LifecycleNode):
             frames = ingest.frames(start=start, end=end)
             if not frames and getattr(engine, "model_loaded", True):
                 window = "" if start is None and end is None else f" in the window {start}..{end}"
-                raise RejectedError("no_frames", f"no camera frames buffered{window} ({len(buffer)} in the buffer); "
-                                            f"check the camera topics of {self.cameras}")
+                raise RejectedError(
+                    "no_frames",
+                    f"no camera frames buffered{window} ({len(buffer)} in the buffer); "
+                    f"check the camera topics of {self.cameras}",
+                )
             started = time.monotonic()
-            answer = engine.ask(frames, request.question, list(request.options) or None,
-                                request.task_type or None, request.max_frames or int(value(self, "max_frames")),
-                                request.query_id)
+            answer = engine.ask(
+                frames,
+                request.question,
+                list(request.options) or None,
+                request.task_type or None,
+                request.max_frames or int(value(self, "max_frames")),
+                request.query_id,
+            )
         frame_id = frames[-1].frame_id if frames else ""
         msg = conv.answer_to_msg(answer, stamp=self.get_clock().now().to_msg(), frame_id=frame_id)
         with self._latency_lock:
-            self._last_latency.update(selection_ms=answer.selection_ms, encode_ms=answer.encode_ms,
-                                      generate_ms=answer.generate_ms, total_ms=(time.monotonic() - started) * 1e3)
+            self._last_latency.update(
+                selection_ms=answer.selection_ms,
+                encode_ms=answer.encode_ms,
+                generate_ms=answer.generate_ms,
+                total_ms=(time.monotonic() - started) * 1e3,
+            )
         if answer.error:
             self.counters.add("failed")
             self.counters.note_error("failed", answer.error)
         selection_pub = self._selection_pub
         if answer.selection is not None and selection_pub is not None and selection_pub.is_activated:
-            selection_pub.publish(conv.selection_to_msg(answer.selection, answer.frame_stamps,
-                                                        stamp=self.get_clock().now().to_msg(), frame_id=frame_id))
+            selection_pub.publish(
+                conv.selection_to_msg(
+                    answer.selection,
+                    answer.frame_stamps,
+                    stamp=self.get_clock().now().to_msg(),
+                    frame_id=frame_id,
+                )
+            )
         return msg
 
     def _decorate(self, msg: SpatialAnswer) -> None:
@@ -308,18 +358,30 @@ class SpatialQANode(LifecycleNode):
     def diagnostics_values(self) -> dict[str, str]:
         """The key/values of the /diagnostics status (every part read under its owner's lock)."""
         buffer = self._buffer
-        values: dict[str, Any] = {"state": self._state_label, "model_id": self._model_id(),
-                                  "backend": self._backend_name(),
-                                  "model_loaded": bool(getattr(self._engine, "model_loaded", False)),
-                                  "prepared": self._prepared}
+        values: dict[str, Any] = {
+            "state": self._state_label,
+            "model_id": self._model_id(),
+            "backend": self._backend_name(),
+            "model_loaded": bool(getattr(self._engine, "model_loaded", False)),
+            "prepared": self._prepared,
+        }
         if buffer is not None:
             capacity = buffer.max_frames * max(1, len(self.cameras))
             nbytes = buffer.nbytes
-            values.update(buffer_frames=len(buffer), buffer_capacity_frames=capacity,
-                          buffer_fill=round(len(buffer) / capacity, 4), buffer_bytes=nbytes,
-                          buffer_fill_bytes=round(nbytes / buffer.max_bytes, 4))
-            values.update({k: v for k, v in buffer.counters.items()
-                           if k.startswith(("dropped_", "evicted_", "received_", "accepted_", "resets"))})
+            values.update(
+                buffer_frames=len(buffer),
+                buffer_capacity_frames=capacity,
+                buffer_fill=round(len(buffer) / capacity, 4),
+                buffer_bytes=nbytes,
+                buffer_fill_bytes=round(nbytes / buffer.max_bytes, 4),
+            )
+            values.update(
+                {
+                    k: v
+                    for k, v in buffer.counters.items()
+                    if k.startswith(("dropped_", "evicted_", "received_", "accepted_", "resets"))
+                }
+            )
         values["queue_size"] = self.desk.queue.capacity
         values["queue_depth"] = self.desk.queue.pending
         values.update(sorted(self.desk.counts().items()))

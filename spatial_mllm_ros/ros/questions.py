@@ -48,9 +48,15 @@ ANSWER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=
 def ask_fields(request: AskSpatial.Request) -> dict[str, Any]:
     """An AskSpatial request as schema fields (zero stamps = no bound)."""
     start, end = conv.stamp_to_sec(request.window_start), conv.stamp_to_sec(request.window_end)
-    return {"question": request.question, "options": list(request.options), "task_type": request.task_type,
-            "max_frames": int(request.max_frames), "window_start": start if start > 0 else None,
-            "window_end": end if end > 0 else None, "query_id": request.query_id}
+    return {
+        "question": request.question,
+        "options": list(request.options),
+        "task_type": request.task_type,
+        "max_frames": int(request.max_frames),
+        "window_start": start if start > 0 else None,
+        "window_end": end if end > 0 else None,
+        "query_id": request.query_id,
+    }
 
 
 def _echo(request: QuestionRequest | Rejection) -> tuple[str, str, str]:
@@ -71,9 +77,16 @@ class QuestionDesk:
         max_frames: ``RequestLimits.max_frames`` (a question may ask for at most this many frames).
     """
 
-    def __init__(self, node: Node, boundary: Boundary, answer: Callable[[QuestionRequest], SpatialAnswer],
-                 decorate: Callable[[SpatialAnswer], None], is_active: Callable[[], str], capacity: int,
-                 max_frames: int) -> None:
+    def __init__(
+        self,
+        node: Node,
+        boundary: Boundary,
+        answer: Callable[[QuestionRequest], SpatialAnswer],
+        decorate: Callable[[SpatialAnswer], None],
+        is_active: Callable[[], str],
+        capacity: int,
+        max_frames: int,
+    ) -> None:
         self._node = node
         self._boundary = boundary
         self._decorate = decorate
@@ -81,18 +94,23 @@ class QuestionDesk:
         self.limits = RequestLimits(max_frames=max_frames)
         self._ids = itertools.count(1)
         self.publisher = node.create_publisher(SpatialAnswer, "~/answer", ANSWER_QOS)
-        self.queue = QuestionQueue(answer, capacity=capacity, on_result=self._publish_outcome,
-                                   name=f"{node.get_name()}_questions")
+        self.queue = QuestionQueue(
+            answer, capacity=capacity, on_result=self._publish_outcome, name=f"{node.get_name()}_questions"
+        )
         self._subscription = None
 
     # ------------------------------------------------------------------------------ lifecycle
     def subscribe(self, group: Any) -> None:
         """Start taking ``~/question`` (activate)."""
-        events = SubscriptionEventCallbacks(
-            message_lost=self._boundary.guard("question_lost", self._on_lost))
+        events = SubscriptionEventCallbacks(message_lost=self._boundary.guard("question_lost", self._on_lost))
         self._subscription = self._node.create_subscription(
-            String, "~/question", self._boundary.guard("question", self._on_question_topic), QUESTION_QOS,
-            callback_group=group, event_callbacks=events)
+            String,
+            "~/question",
+            self._boundary.guard("question", self._on_question_topic),
+            QUESTION_QOS,
+            callback_group=group,
+            event_callbacks=events,
+        )
 
     def unsubscribe(self) -> None:
         """Stop taking ``~/question`` (deactivate); accepted questions are still answered."""
@@ -128,8 +146,9 @@ class QuestionDesk:
     def _on_question_topic(self, msg: String) -> None:
         self.submit(parse_question_text(msg.data, self.limits))
 
-    def on_ask(self, request: AskSpatial.Request, response: AskSpatial.Response,
-               timeout_s: float) -> AskSpatial.Response:
+    def on_ask(
+        self, request: AskSpatial.Request, response: AskSpatial.Response, timeout_s: float
+    ) -> AskSpatial.Response:
         """``~/ask``: validate, queue, wait up to ``timeout_s`` for the outcome."""
         ticket = self.submit(validate_request(ask_fields(request), self.limits))
         try:
@@ -139,21 +158,34 @@ class QuestionDesk:
             question, query_id, task_type = _echo(ticket.request)
             response.answer = self._rejection(
                 f"timeout: no answer within request_timeout_s={timeout_s:g} s (the answer will still be "
-                "published on ~/answer)", question, query_id, task_type)
+                "published on ~/answer)",
+                question,
+                query_id,
+                task_type,
+            )
             return response
         response.answer = self.outcome_msg(outcome)
         return response
 
     def ask_fallback(self, request: AskSpatial.Request, response: AskSpatial.Response) -> AskSpatial.Response:
-        """The response when ``on_ask`` itself failed (counted by the boundary): an internal-error rejection."""
-        response.answer = self._rejection("internal error while taking the question (counted in diagnostics)",
-                                          str(request.question)[:200], str(request.query_id)[:128], "")
+        """The response when ``on_ask`` itself failed (counted by the boundary): an internal error."""
+        response.answer = self._rejection(
+            "internal error while taking the question (counted in diagnostics)",
+            str(request.question)[:200],
+            str(request.query_id)[:128],
+            "",
+        )
         return response
 
     # ------------------------------------------------------------------------------ output
     def _rejection(self, reason: str, question: str, query_id: str, task_type: str) -> SpatialAnswer:
-        msg = conv.rejection_msg(reason, question=question, query_id=query_id, task_type=task_type,
-                                 stamp=self._node.get_clock().now().to_msg())
+        msg = conv.rejection_msg(
+            reason,
+            question=question,
+            query_id=query_id,
+            task_type=task_type,
+            stamp=self._node.get_clock().now().to_msg(),
+        )
         self._decorate(msg)
         return msg
 
@@ -162,7 +194,9 @@ class QuestionDesk:
         if outcome.answered:
             return outcome.answer
         question, query_id, task_type = _echo(outcome.request)
-        message = outcome.message if outcome.reason in outcome.message else f"{outcome.reason}: {outcome.message}"
+        message = (
+            outcome.message if outcome.reason in outcome.message else f"{outcome.reason}: {outcome.message}"
+        )
         return self._rejection(message, question, query_id, task_type)
 
     def _publish_outcome(self, outcome: Any) -> None:
@@ -172,4 +206,3 @@ class QuestionDesk:
     def counts(self) -> dict[str, int]:
         """The queue's counters (``questions_`` prefixed), taken under its lock."""
         return {f"questions_{key}": value for key, value in self.queue.counts().items()}
-

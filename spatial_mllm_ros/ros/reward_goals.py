@@ -74,10 +74,12 @@ def goal_problem(goal: Any, bag_root: str = "") -> str:
     """The reason ``goal`` cannot be scored, or "" when it can (see the module docstring)."""
     if goal.mode not in MODES:
         return f"mode must be one of {MODES}, got {goal.mode[:64]!r}"
-    problem = (_text_problem("instruction", goal.instruction, MAX_INSTRUCTION_CHARS, required=True)
-               or _text_problem("episode_id", goal.episode_id, MAX_NAME_CHARS)
-               or _text_problem("topic", goal.topic, MAX_NAME_CHARS)
-               or _text_problem("bag_path", goal.bag_path, MAX_PATH_CHARS))
+    problem = (
+        _text_problem("instruction", goal.instruction, MAX_INSTRUCTION_CHARS, required=True)
+        or _text_problem("episode_id", goal.episode_id, MAX_NAME_CHARS)
+        or _text_problem("topic", goal.topic, MAX_NAME_CHARS)
+        or _text_problem("bag_path", goal.bag_path, MAX_PATH_CHARS)
+    )
     if problem:
         return problem
     if int(goal.stride) > MAX_STRIDE:

@@ -84,13 +84,28 @@ def node_specs() -> list[Spec]:
     """Parameters of the reward node beyond the engine's and the ingest's."""
     return [
         Spec("autostart", False, "Configure and activate by itself at start."),
-        Spec("goal_queue_size", 2, "Goals accepted and not finished (the running one included); more are "
-                                   "rejected at goal time.", value_range=(1, 16)),
-        Spec("frames_per_call", 0, "Frame pairs (frame 0, frame k) per model call; 0 = max_frames - 1.",
-             read_only=False, value_range=(0, 255)),
-        Spec("subject", "the object the robot is manipulating", "What moves, in displacement-mode prompts.",
-             read_only=False),
-        Spec("subscribe_camera", True, "Keep an own frame buffer from the camera.* topics (standalone node)."),
+        Spec(
+            "goal_queue_size",
+            2,
+            "Goals accepted and not finished (the running one included); more are rejected at goal time.",
+            value_range=(1, 16),
+        ),
+        Spec(
+            "frames_per_call",
+            0,
+            "Frame pairs (frame 0, frame k) per model call; 0 = max_frames - 1.",
+            read_only=False,
+            value_range=(0, 255),
+        ),
+        Spec(
+            "subject",
+            "the object the robot is manipulating",
+            "What moves, in displacement-mode prompts.",
+            read_only=False,
+        ),
+        Spec(
+            "subscribe_camera", True, "Keep an own frame buffer from the camera.* topics (standalone node)."
+        ),
         Spec("image_topic", DEFAULT_TOPICS["image_topic"], "Default image topic inside bags."),
         Spec("bag_root", "", "When set, bag_path of a goal must lie inside this directory."),
         Spec("diagnostics_period_s", 1.0, "Period of the /diagnostics status.", value_range=(0.05, 60.0)),
@@ -110,15 +125,22 @@ class RewardAnnotatorNode(LifecycleNode):
         **kwargs: passed to ``rclpy.lifecycle.Node``.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, *, engine_provider: Callable[[], Any] | None = None,
-                 frame_source: FrameSource | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        node_name: str = NODE_NAME,
+        *,
+        engine_provider: Callable[[], Any] | None = None,
+        frame_source: FrameSource | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(node_name, **kwargs)
         self.counters = Counters()
         self.boundary = Boundary(self.counters, self.get_logger())
         self.parameter_table = ParameterTable()
         self.add_on_set_parameters_callback(self.parameter_table.validate)
-        self.parameter_table.declare(self, [*engine_specs(), *node_specs(),
-                                            *ingest_specs(DEFAULT_MAX_IMAGE_PIXELS)])
+        self.parameter_table.declare(
+            self, [*engine_specs(), *node_specs(), *ingest_specs(DEFAULT_MAX_IMAGE_PIXELS)]
+        )
         self.parameter_table.declare(self, camera_specs(CAMERA, namespace="/camera"), prefix=CAMERA)
         self._engine_provider = engine_provider
         self._shared_frames = frame_source
@@ -136,7 +158,7 @@ class RewardAnnotatorNode(LifecycleNode):
 
     @property
     def lifecycle_state(self) -> str:
-        """"unconfigured", "inactive", "active" or "finalized"."""
+        """One of "unconfigured", "inactive", "active" or "finalized"."""
         return self._state_label
 
     @property
@@ -163,14 +185,12 @@ class RewardAnnotatorNode(LifecycleNode):
                 prepared = "shared engine"
             else:
                 self._engine = build_engine(self) if value(self, "model_path") else None
-                prepared = "nothing (no model or warmup disabled)"
-                if self._engine is not None and value(self, "warmup"):
-                    built, seconds = prepare_engine(self._engine, int(value(self, "max_frames")),
-                                                    int(value(self, "input_width")), int(value(self, "input_height")))
-                    prepared = f"{built} in {seconds:.2f} s"
+                prepared = prepare_engine(self, self._engine) if self._engine is not None else "nothing"
             self._frame_source = self._shared_frames
             if self._frame_source is None and value(self, "subscribe_camera"):
-                buffer = table.build_frame_buffer({s.name: value(self, s.name) for s in table.BUFFER_PARAMETERS})
+                buffer = table.build_frame_buffer(
+                    {s.name: value(self, s.name) for s in table.BUFFER_PARAMETERS}
+                )
                 self._ingest = CameraIngest(self, buffer, self.counters, self.boundary, [CAMERA])
                 ingest = self._ingest
                 self._frame_source = lambda start, end: ingest.frames(start=start, end=end, camera=CAMERA)
@@ -178,22 +198,36 @@ class RewardAnnotatorNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {type(error).__name__}: {error}")
             self._teardown()
             return TransitionCallbackReturn.FAILURE
-        self._reward_pub = self.create_publisher(TrajectoryReward, REWARD_TOPIC,
-                                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self._reward_pub = self.create_publisher(
+            TrajectoryReward, REWARD_TOPIC, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        )
         self._action_server = ActionServer(
-            self, ScoreTrajectory, ACTION_NAME,
+            self,
+            ScoreTrajectory,
+            ACTION_NAME,
             self.boundary.guard("execute", self._execute, self._execute_fallback),
             goal_callback=self.boundary.guard("goal", self._on_goal, lambda goal: GoalResponse.REJECT),
             cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
-            callback_group=ReentrantCallbackGroup())
-        self._diagnostics = diag.Diagnostics(self, self.boundary, "reward annotator",
-                                             value(self, "diagnostics_period_s"), self.diagnostics_values,
-                                             self._summary)
+            callback_group=ReentrantCallbackGroup(),
+        )
+        self._diagnostics = diag.Diagnostics(
+            self,
+            self.boundary,
+            "reward annotator",
+            value(self, "diagnostics_period_s"),
+            self.diagnostics_values,
+            self._summary,
+        )
         self._state_label = "inactive"
-        model = "(shared)" if self._engine_provider is not None else (
-            getattr(self._engine, "model_id", "") or "(none)")
-        self.get_logger().info(f"configured in {time.perf_counter() - started:.2f} s: serving "
-                               f"{self.resolve_action_name()} with model {model}, prepared {prepared}")
+        model = (
+            "(shared)"
+            if self._engine_provider is not None
+            else (getattr(self._engine, "model_id", "") or "(none)")
+        )
+        self.get_logger().info(
+            f"configured in {time.perf_counter() - started:.2f} s: serving "
+            f"{self.resolve_action_name()} with model {model}, prepared {prepared}"
+        )
         return super().on_configure(state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -266,7 +300,9 @@ class RewardAnnotatorNode(LifecycleNode):
         """Accept a goal only while active and while fewer than goal_queue_size goals are unfinished."""
         self.counters.add("goals_received")
         if self._state_label != "active":
-            return self._refuse("inactive", f"node is {self._state_label}: goals are taken only when it is active")
+            return self._refuse(
+                "inactive", f"node is {self._state_label}: goals are taken only when it is active"
+            )
         with self._goals_lock:
             limit = int(value(self, "goal_queue_size"))
             if self._goals_pending >= limit:
@@ -275,8 +311,9 @@ class RewardAnnotatorNode(LifecycleNode):
                 busy = False
                 self._goals_pending += 1
         if busy:
-            return self._refuse("busy", f"busy: {limit} goal(s) unfinished (goal_queue_size={limit}); "
-                                        "send it again later")
+            return self._refuse(
+                "busy", f"busy: {limit} goal(s) unfinished (goal_queue_size={limit}); send it again later"
+            )
         self.counters.add("goals_accepted")
         return GoalResponse.ACCEPT
 
@@ -349,11 +386,12 @@ class RewardAnnotatorNode(LifecycleNode):
                 self._reward_pub.publish(msg)
         self.get_logger().info(
             f"episode {episode_id!r}: {scores.progress.size} frames, score {scores.episode_score:.3f}, "
-            f"{'cancelled, ' if scores.cancelled else ''}{time.perf_counter() - started:.2f} s")
+            f"{'cancelled, ' if scores.cancelled else ''}{time.perf_counter() - started:.2f} s"
+        )
         return result
 
     def _score(self, goal: Any, goal_handle: Any) -> tuple[TrajectoryScores, str, str]:
-        """Gather frames and score (the goal is valid); ValueError with the reason when it cannot be scored."""
+        """Gather frames and score a valid goal; ValueError with the reason when it cannot be scored."""
         engine = self._engine
         if engine is None or not getattr(engine, "model_loaded", True):
             raise ValueError("no model loaded: start the node with model_path set")
@@ -370,11 +408,18 @@ class RewardAnnotatorNode(LifecycleNode):
         if goal.bag_path:
             bag = Path(goal.bag_path)
             episode_id = goal.episode_id or (bag.stem if bag.suffix == ".mcap" else bag.name)
-            options = LabelOptions(instruction=goal.instruction, mode=goal.mode, target=target, stride=stride,
-                                   image_topic=goal.topic or value(self, "image_topic"), start=window.start,
-                                   end=window.end)
-            outcome = label_bag(annotator, bag, episode_id, options, progress_callback=feedback,
-                                cancel_event=cancel)
+            options = LabelOptions(
+                instruction=goal.instruction,
+                mode=goal.mode,
+                target=target,
+                stride=stride,
+                image_topic=goal.topic or value(self, "image_topic"),
+                start=window.start,
+                end=window.end,
+            )
+            outcome = label_bag(
+                annotator, bag, episode_id, options, progress_callback=feedback, cancel_event=cancel
+            )
             if outcome.scores is None:
                 raise ValueError(outcome.error)
             return outcome.scores, episode_id, outcome.error
@@ -382,12 +427,22 @@ class RewardAnnotatorNode(LifecycleNode):
             raise ValueError("no live frame buffer (subscribe_camera is false): give a bag_path")
         frames = self._frame_source(window.start, window.end)
         if not frames:
-            bounds = "" if window.start is None and window.end is None else \
-                f" in the window {window.start}..{window.end}"
+            bounds = (
+                ""
+                if window.start is None and window.end is None
+                else f" in the window {window.start}..{window.end}"
+            )
             raise ValueError(f"no frames in the live buffer{bounds}")
         episode_id = goal.episode_id or f"live_{frames[0].stamp:.3f}_{frames[-1].stamp:.3f}"
-        scores = annotator.score(frames, goal.instruction, mode=goal.mode, target=target, stride=stride,
-                                 progress_callback=feedback, cancel_event=cancel)
+        scores = annotator.score(
+            frames,
+            goal.instruction,
+            mode=goal.mode,
+            target=target,
+            stride=stride,
+            progress_callback=feedback,
+            cancel_event=cancel,
+        )
         if scores.model_failure:
             raise ValueError(f"every model call failed: {scores.model_failure}")
         return scores, episode_id, ""
@@ -395,9 +450,11 @@ class RewardAnnotatorNode(LifecycleNode):
     # ------------------------------------------------------------------------------ diagnostics
     def diagnostics_values(self) -> dict[str, str]:
         """The key/values of the /diagnostics status."""
-        values: dict[str, Any] = {"state": self._state_label,
-                                  "model_id": str(getattr(self._engine, "model_id", "") or ""),
-                                  "model_loaded": bool(getattr(self._engine, "model_loaded", False))}
+        values: dict[str, Any] = {
+            "state": self._state_label,
+            "model_id": str(getattr(self._engine, "model_id", "") or ""),
+            "model_loaded": bool(getattr(self._engine, "model_loaded", False)),
+        }
         with self._goals_lock:
             values["goals_pending"] = self._goals_pending
         values["goal_queue_size"] = value(self, "goal_queue_size")

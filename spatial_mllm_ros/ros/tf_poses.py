@@ -35,8 +35,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 # tf2_ros's listener QoS: depth 100, reliable; /tf_static also transient-local (latched).
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+TF_STATIC_QOS = QoSProfile(
+    depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
 # Consecutive /tf samples older than the cache window that mean time jumped back (bag loop, sim reset).
 CLEAR_AFTER_OLD_SAMPLES = 3
 
@@ -44,8 +45,15 @@ CLEAR_AFTER_OLD_SAMPLES = 3
 class TfPoses:
     """One activation's tf listener and its query-time pose lookups (see the module docstring)."""
 
-    def __init__(self, node: Node, counters: Counters, boundary: Boundary, target_frame: str,
-                 timeout_s: float, cache_time_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        node: Node,
+        counters: Counters,
+        boundary: Boundary,
+        target_frame: str,
+        timeout_s: float,
+        cache_time_s: float = 30.0,
+    ) -> None:
         self._node = node
         self._counters = counters
         self.target_frame = target_frame
@@ -61,15 +69,20 @@ class TfPoses:
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError as error:
-            raise RuntimeError("pose_source 'tf' needs tf2_ros or at least the tf2_msgs interfaces "
-                               "(scripts/setup_env.sh builds them)") from error
+            raise RuntimeError(
+                "pose_source 'tf' needs tf2_ros or at least the tf2_msgs interfaces "
+                "(scripts/setup_env.sh builds them)"
+            ) from error
         self._tree = TfTree(cache_time_s=cache_time_s)
         self._changed = threading.Condition()
         self._old_streak = 0
         for topic, qos, static in (("/tf", TF_QOS, False), ("/tf_static", TF_STATIC_QOS, True)):
             kind = "tf_static" if static else "tf"
-            self._subscriptions.append(node.create_subscription(
-                TFMessage, topic, boundary.guard(kind, lambda msg, s=static: self._on_tf(msg, s)), qos))
+            self._subscriptions.append(
+                node.create_subscription(
+                    TFMessage, topic, boundary.guard(kind, lambda msg, s=static: self._on_tf(msg, s)), qos
+                )
+            )
 
     def close(self) -> None:
         """Remove this listener's subscriptions (deactivate)."""
@@ -89,9 +102,14 @@ class TfPoses:
             for transform in msg.transforms:
                 t, q = transform.transform.translation, transform.transform.rotation
                 try:
-                    self._tree.set_transform(transform.header.frame_id, transform.child_frame_id,
-                                             conv.stamp_to_sec(transform.header.stamp), (t.x, t.y, t.z),
-                                             (q.x, q.y, q.z, q.w), static=static)
+                    self._tree.set_transform(
+                        transform.header.frame_id,
+                        transform.child_frame_id,
+                        conv.stamp_to_sec(transform.header.stamp),
+                        (t.x, t.y, t.z),
+                        (q.x, q.y, q.z, q.w),
+                        static=static,
+                    )
                 except TransformError as error:
                     self._counters.add(f"malformed_{kind}_{error.reason}")
                     self._counters.note_error(f"malformed_{kind}", str(error))
@@ -120,8 +138,9 @@ class TfPoses:
         from rclpy.duration import Duration
         from rclpy.time import Time
 
-        transform = self._tf2_buffer.lookup_transform(self.target_frame, source, Time(seconds=stamp),
-                                                      timeout=Duration(seconds=max(0.0, remaining)))
+        transform = self._tf2_buffer.lookup_transform(
+            self.target_frame, source, Time(seconds=stamp), timeout=Duration(seconds=max(0.0, remaining))
+        )
         return conv.transform_to_matrix(transform.transform)
 
     def poses(self, queries: Sequence[tuple[str, float]]) -> list[np.ndarray | None]:
