@@ -42,7 +42,7 @@ from spatial_mllm_ros.ros.boundary import Boundary, Counters
 from spatial_mllm_ros.ros.camera_ingest import INPUT_KINDS, CameraIngest, camera_specs, ingest_specs
 from spatial_mllm_ros.ros.engine_params import build_engine, engine_specs, from_table, prepare_engine
 from spatial_mllm_ros.ros.parameters import ParameterTable, Spec, value
-from spatial_mllm_ros.ros.questions import QuestionDesk
+from spatial_mllm_ros.ros.questions import ASK_QOS, QuestionDesk
 from spatial_mllm_ros.ros.runtime import run
 from spatial_mllm_ros.srv import AskSpatial
 
@@ -130,6 +130,7 @@ class SpatialQANode(LifecycleNode):
             AskSpatial,
             "~/ask",
             self.boundary.guard("ask", self._on_ask, self.desk.ask_fallback),
+            qos_profile=ASK_QOS,
             callback_group=self._service_group,
         )
 
@@ -384,6 +385,7 @@ class SpatialQANode(LifecycleNode):
             )
         values["queue_size"] = self.desk.queue.capacity
         values["queue_depth"] = self.desk.queue.pending
+        values["questions_dropped_before_queue"] = 0
         values.update(sorted(self.desk.counts().items()))
         counts, errors = self.counters.snapshot()
         values.update(sorted(counts.items()))

@@ -42,6 +42,8 @@ from spatial_mllm_ros.srv import AskSpatial
 # Deep enough for a burst of questions from several clients; every one gets an answer, so the answer
 # topic keeps as many.
 QUESTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# ~/ask requests of a burst wait in the service's history until an executor thread takes them.
+ASK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 ANSWER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
 
