@@ -41,6 +41,7 @@ from std_msgs.msg import String
 from spatial_mllm_ros.ros.conversions import sec_to_stamp
 
 NODE = "/spatial_mllm_node"
+QOS_OVERRIDE = "qos_overrides./camera/color/image_raw/compressed.subscription.reliability"
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +70,8 @@ def node_process(domain_id, tmp_path_factory):
             "camera.pose_source:=odometry",
             "-p",
             "camera.pose_topic:=/odom",
+            "-p",
+            f"{QOS_OVERRIDE}:=best_effort",
         ],
         domain_id,
         tmp_path_factory.mktemp("node") / "node.log",
@@ -253,3 +256,14 @@ def test_lifecycle_transitions_over_the_lifecycle_services(client, node_process)
     assert time.monotonic() - started < 60.0
     assert "no model loaded" in _ask(client).error
     assert node_process.alive()
+
+
+def test_qos_overrides_parameters_change_a_camera_subscription(client):
+    response = client.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=[QOS_OVERRIDE]))
+    assert response.values[0].string_value == "best_effort"
+    # the profile says reliable: a best-effort publisher matches only the overridden subscription
+    images = client.publisher(CompressedImage, "/camera/color/image_raw/compressed", reliable=False)
+    odometry = client.publisher(Odometry, "/odom", reliable=False)
+    wait_until(lambda: images.get_subscription_count() == 1, 20.0, "the overridden image subscription")
+    time.sleep(1.0)
+    assert odometry.get_subscription_count() == 0

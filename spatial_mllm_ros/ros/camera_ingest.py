@@ -254,7 +254,7 @@ class CameraIngest:
             tf.close()
 
     def _subscribe(self, topics: CameraTopics) -> None:
-        qos, group, camera = self._qos(), self._groups[topics.name], topics.name
+        group, camera = self._groups[topics.name], topics.name
         overriding = QoSOverridingOptions.with_default_policies()
 
         def subscribe(msg_type: type, topic: str, kind: str, handler: Callable[[Any], None]) -> None:
@@ -267,7 +267,7 @@ class CameraIngest:
                     msg_type,
                     topic,
                     self._boundary.guard(kind, on_message),
-                    qos,
+                    self._qos(),  # a fresh profile each: the per-topic overrides are applied to it in place
                     callback_group=group,
                     qos_overriding_options=overriding,
                 )
