@@ -259,7 +259,9 @@ def test_lifecycle_transitions_over_the_lifecycle_services(client, node_process)
 
 
 def test_qos_overrides_parameters_change_a_camera_subscription(client):
-    response = client.call(GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=[QOS_OVERRIDE]))
+    response = client.call(
+        GetParameters, f"{NODE}/get_parameters", GetParameters.Request(names=[QOS_OVERRIDE])
+    )
     assert response.values[0].string_value == "best_effort"
     # the profile says reliable: a best-effort publisher matches only the overridden subscription
     images = client.publisher(CompressedImage, "/camera/color/image_raw/compressed", reliable=False)

@@ -213,6 +213,11 @@ class CameraIngest:
         return dict(self._topics)
 
     @property
+    def buffer(self) -> FrameBuffer:
+        """The frame buffer the ingest fills."""
+        return self._buffer
+
+    @property
     def max_pixels(self) -> int:
         """The decoders' pixel cap (``image.max_pixels``)."""
         return int(value(self._node, "image.max_pixels"))

@@ -39,12 +39,14 @@ from spatial_mllm_ros.ros import conversions as conv
 from spatial_mllm_ros.ros.boundary import Boundary
 from spatial_mllm_ros.srv import AskSpatial
 
-# Deep enough for a burst of questions from several clients; every one gets an answer, so the answer
-# topic keeps as many.
+# A burst of questions from several clients waits here for the (fast, never blocking) question callback;
+# not deeper, since a question may be 128 KB.
 QUESTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # ~/ask requests of a burst wait in the service's history until an executor thread takes them.
 ASK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-ANSWER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
+# Answers are small and each one matters: a reader that falls behind in a burst still gets all of them
+# (a keep-last writer drops its oldest unacknowledged samples when its history is full).
+ANSWER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def ask_fields(request: AskSpatial.Request) -> dict[str, Any]:
@@ -146,12 +148,14 @@ class QuestionDesk:
         return self.queue.submit(request)
 
     def _on_question_topic(self, msg: String) -> None:
+        self._boundary.counters.add("messages_question")
         self.submit(parse_question_text(msg.data, self.limits))
 
     def on_ask(
         self, request: AskSpatial.Request, response: AskSpatial.Response, timeout_s: float
     ) -> AskSpatial.Response:
         """``~/ask``: validate, queue, wait up to ``timeout_s`` for the outcome."""
+        self._boundary.counters.add("messages_ask")
         ticket = self.submit(validate_request(ask_fields(request), self.limits))
         try:
             outcome = ticket.result(timeout=timeout_s)

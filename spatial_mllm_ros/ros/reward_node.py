@@ -458,6 +458,16 @@ class RewardAnnotatorNode(LifecycleNode):
         with self._goals_lock:
             values["goals_pending"] = self._goals_pending
         values["goal_queue_size"] = value(self, "goal_queue_size")
+        ingest = self._ingest
+        if ingest is not None:
+            values["buffer_frames"] = len(ingest.buffer)
+            values.update(
+                {
+                    k: v
+                    for k, v in ingest.buffer.counters.items()
+                    if k.startswith(("dropped_", "evicted_", "received_", "accepted_", "resets"))
+                }
+            )
         counts, errors = self.counters.snapshot()
         values.update(sorted(counts.items()))
         values.update({f"last_error_{key}": text for key, text in errors.items()})
