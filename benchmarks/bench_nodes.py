@@ -502,12 +502,41 @@ def _configure(args, model: Path) -> dict:
     return figures
 
 
+def _publish_generated(client: _Client, publisher, strategy, counter: str, count: int) -> int:
+    """Publish ``count`` messages drawn from ``strategy`` (derandomized), never > 90 ahead of the node."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = int(client.diagnostics.get(counter, "0"))
+    published = [0]
+
+    @settings(
+        max_examples=count // 50,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(strategy, min_size=50, max_size=50))
+    def publish(batch):
+        for msg in batch:
+            publisher.publish(msg)
+        published[0] += len(batch)
+        deadline = time.monotonic() + 60.0
+        while (
+            base + published[0] - int(client.diagnostics.get(counter, "0")) > 90
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+
+    publish()
+    return published[0]
+
+
 def _fuzz(args, model: Path) -> dict:
     """Generated malformed messages on every camera input and ~/question: sent, counted, crashes, RSS."""
     sys.path.insert(0, str(REPO_ROOT / "test"))
     from geometry_msgs.msg import PoseStamped
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
     from ros_fuzz import camera_infos, compressed_images, pose_stampeds, question_texts, raw_images
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_msgs.msg import String
@@ -558,30 +587,7 @@ def _fuzz(args, model: Path) -> dict:
         rss_before = node.rss_bytes()
         started = time.monotonic()
         for name, (_, _, strategy, counter) in inputs.items():
-            base = int(client.diagnostics.get(counter, "0"))
-            published = [0]
-
-            @settings(
-                max_examples=per_input // 50,
-                deadline=None,
-                derandomize=True,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(st.lists(strategy, min_size=50, max_size=50))
-            def publish(batch, name=name, counter=counter, base=base, published=published):
-                for msg in batch:
-                    publishers[name].publish(msg)
-                published[0] += len(batch)
-                deadline = time.monotonic() + 60.0
-                while (
-                    base + published[0] - int(client.diagnostics.get(counter, "0")) > 90
-                    and time.monotonic() < deadline
-                ):
-                    time.sleep(0.02)
-
-            publish()
-            sent += published[0]
+            sent += _publish_generated(client, publishers[name], strategy, counter, per_input)
         seconds = time.monotonic() - started
         deadline = time.monotonic() + 60.0
         counters = [counter for _, _, _, counter in inputs.values()]
