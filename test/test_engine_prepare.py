@@ -163,3 +163,35 @@ def test_prepare_engine_follows_the_parameter_values(tiny_dir):
     finally:
         engine.close()
     assert prepare_engine(build_engine({}), values) is None  # no model: nothing to warm up
+
+
+def test_the_queue_answers_from_a_buffer_with_the_real_engine(prepared, frames):
+    from spatial_mllm_ros.core.buffer import FrameBuffer
+    from spatial_mllm_ros.engine.question_queue import QuestionQueue, answer_from_buffer
+    from spatial_mllm_ros.engine.requests import RequestLimits, parse_question_text
+
+    engine = prepared[1]
+    buffer = FrameBuffer()
+    for frame in frames:
+        buffer.add_frame(frame)
+    limits = RequestLimits(max_frames=4)
+    queue = QuestionQueue(lambda request: answer_from_buffer(engine, buffer, request, default_max_frames=4),
+                          capacity=2)
+    try:
+        window = f'"window_start": {frames[2].stamp}, "window_end": {frames[4].stamp}'
+        texts = ['{"question": "How many chairs are in this room?", "query_id": "q1"}',
+                 '{"question": "How many chairs are in this room?", ' + window + "}",
+                 '{"question": "How many chairs?", "window_start": 1000, "window_end": 1001}',
+                 '{"question": "How many chairs?", "max_frames": 1e400}']
+        outcomes = [queue.submit(parse_question_text(text, limits)).result(30) for text in texts]
+    finally:
+        queue.stop(30)
+    assert [o.reason for o in outcomes] == ["answered", "answered", "no_frames", "invalid_json"]
+    assert outcomes[0].answer.ok and outcomes[0].answer.query_id == "q1"
+    assert len(outcomes[0].answer.frame_stamps) == 4
+    assert outcomes[1].answer.frame_stamps == [f.stamp for f in frames[2:5]]
+    assert "no camera frames buffered in the window 1000.0..1001.0" in outcomes[2].message
+    unconfigured = QuestionQueue(lambda r: answer_from_buffer(None, None, r, default_max_frames=4),
+                                 capacity=1)
+    assert unconfigured.submit(parse_question_text("q", limits)).result(5).reason == "not_configured"
+    unconfigured.stop(5)
