@@ -364,3 +364,21 @@ def test_counters_are_consistent_snapshots_while_other_threads_write():
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def test_depth_and_intrinsics_must_fit_the_colour_image():
+    buffer = FrameBuffer()
+    assert buffer.add_depth("cam", 1.0, np.ones((480, 848), np.uint16)) == "accepted"  # before any image
+    assert buffer.add_image("cam", 1.0, rgb(shape=(480, 640))) == "accepted"
+    assert buffer.add_depth("cam", 1.2, np.ones((480, 848), np.uint16)) == "size_mismatch"  # unaligned
+    k_848 = [[420.0, 0.0, 700.0], [0.0, 420.0, 240.0], [0.0, 0.0, 1.0]]  # principal point beyond 640
+    assert buffer.set_intrinsics("cam", k_848) == "size_mismatch"
+    assert buffer.add_image("cam", 1.5, rgb(shape=(480, 640))) == "accepted"
+    assert buffer.add_depth("cam", 1.5, np.ones((480, 640), np.uint16)) == "accepted"  # aligned to colour
+    assert buffer.set_intrinsics("cam", [[600.0, 0, 320.0], [0, 600.0, 240.0], [0, 0, 1]]) == "accepted"
+    first, second = buffer.frames("cam")
+    assert first.depth is None  # the 848x480 depth of the same stamp, buffered first, is not paired
+    assert second.depth.shape == (480, 640) and second.K is not None
+    counters = buffer.counters
+    assert counters["dropped_depth_size_mismatch"] == 1 and counters["dropped_camera_info_size_mismatch"] == 1
+    assert_counters_consistent(buffer)
