@@ -146,6 +146,13 @@ def test_prepare_without_an_input_size_only_warms_the_language_model(tiny_dir):
         engine.close()
     with pytest.raises(ValueError, match="no model loaded"):
         SpatialQA(None).prepare(height=56, width=84)
+    engine = _engine(tiny_dir, "torch", None)
+    try:
+        with pytest.raises(ValueError, match="too small"):
+            engine.prepare(height=1, width=1)
+        assert engine.prepared is None
+    finally:
+        engine.close()
 
 
 def test_prepare_engine_follows_the_parameter_values(tiny_dir):

@@ -342,6 +342,9 @@ class SpatialQA:
             self.warmup()
             report.warmup_s = time.perf_counter() - started
             return report
+        size_problem = frame_size_problem(int(height), int(width))
+        if size_problem:
+            raise ValueError(f"cannot prepare for input frames {size_problem}")
         model_hw = smart_resize(int(height), int(width), **self._pixel_limits())
         shape = PreparedShape(slots, (int(height), int(width)), model_hw)
         with self._lock:
