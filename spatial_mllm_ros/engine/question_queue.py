@@ -57,6 +57,8 @@ class Outcome:
 
     ``reason`` is ``"answered"`` (then ``answer`` is the handler's return value) or a rejection reason
     key (then ``message`` says why). ``wait_s``/``run_s``: time queued and time in the handler.
+    ``request`` is what was submitted: a ``QuestionRequest`` or a ``Rejection``, both of which carry
+    ``question``, ``query_id`` and ``task_type`` for the answer message.
     """
 
     request: Any
