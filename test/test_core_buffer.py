@@ -382,3 +382,26 @@ def test_depth_and_intrinsics_must_fit_the_colour_image():
     counters = buffer.counters
     assert counters["dropped_depth_size_mismatch"] == 1 and counters["dropped_camera_info_size_mismatch"] == 1
     assert_counters_consistent(buffer)
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(3, 40), position=st.integers(0, 39), jump=st.floats(1.0, 1e6),
+       ahead=st.booleans(), kind=st.sampled_from(["image", "pose"]))
+def test_property_one_stray_stamp_changes_nothing_once_the_stream_goes_on(count, position, jump, ahead, kind):
+    stamps = [2e6 + i / 30 for i in range(count)]
+    position %= count - 1  # at least one regular message follows the stray one
+    clean, noisy = FrameBuffer(max_frames=100), FrameBuffer(max_frames=100)
+    for i, stamp in enumerate(stamps):
+        for buffer in (clean, noisy):
+            buffer.add_image("cam", stamp, rgb())
+            buffer.add_pose(stamp, np.eye(4))
+        if i == position:
+            stray = stamp + jump if ahead else stamp - jump
+            if kind == "image":
+                noisy.add_image("cam", stray, rgb())
+            else:
+                noisy.add_pose(stray, np.eye(4))
+    assert noisy.counters["resets"] == 0
+    expected = [(f.stamp, f.pose is None) for f in clean.frames()]
+    assert [(f.stamp, f.pose is None) for f in noisy.frames()] == expected
+    assert_counters_consistent(noisy)

@@ -404,10 +404,12 @@ class FrameBuffer:
                 return ACCEPTED
             self._note_jump_ahead(stream, reference=stream.newest)
             return _AHEAD
+        reference = stream.jump_reference
+        if reference is not None and stamp > reference - self.reset_jump \
+                and (stream.newest - stamp >= self.reset_jump or stamp < reference + self.reset_jump):
+            self._undo_jump_ahead(kind, stream)  # the old timeline goes on: the jump was a bad stamp
+            return self._classify(kind, stream, stamp)
         if stream.newest - stamp >= self.reset_jump:
-            if stream.jump_reference is not None and stamp > stream.jump_reference - self.reset_jump:
-                self._undo_jump_ahead(kind, stream)  # the old timeline goes on: the jump was a bad stamp
-                return self._classify(kind, stream, stamp)
             return HELD
         stream.backwards_streak += 1
         if stream.backwards_streak < self.reset_after_drops:
