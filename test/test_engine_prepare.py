@@ -202,3 +202,14 @@ def test_the_queue_answers_from_a_buffer_with_the_real_engine(prepared, frames):
                                  capacity=1)
     assert unconfigured.submit(parse_question_text("q", limits)).result(5).reason == "not_configured"
     unconfigured.stop(5)
+
+
+def test_the_engine_applies_the_request_bounds_to_direct_callers_too(prepared, frames):
+    from spatial_mllm_ros.engine.requests import MAX_OPTION_CHARS, MAX_OPTIONS
+
+    engine = prepared[1]
+    too_many = engine.ask(frames, "Which one?", [f"o{i}" for i in range(MAX_OPTIONS + 1)])
+    too_long = engine.ask(frames, "Which one?", ["x" * (MAX_OPTION_CHARS + 1), "y"])
+    fine = engine.ask(frames, "Which one?", ["x" * MAX_OPTION_CHARS, "y"])
+    assert "at most 26 options of at most 500 characters" in too_many.error == too_long.error
+    assert fine.ok
