@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -213,3 +215,20 @@ def test_the_engine_applies_the_request_bounds_to_direct_callers_too(prepared, f
     fine = engine.ask(frames, "Which one?", ["x" * MAX_OPTION_CHARS, "y"])
     assert "at most 26 options of at most 500 characters" in too_many.error == too_long.error
     assert fine.ok
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
+                    reason="needs TensorRT and a CUDA GPU (neither is here)")
+def test_tensorrt_engine_is_built_at_prepare_and_never_during_questions(tiny_dir, frames, tmp_path):
+    engine = SpatialQA(tiny_dir, backend="tensorrt", device="cuda", dtype="float16", selector="uniform",
+                       max_frames=4, max_new_tokens=4, min_pixels=SMALL_PIXELS, export_dir=tmp_path)
+    try:
+        report = engine.prepare(height=56, width=84)
+        assert report.exports == 1 and list((tmp_path / "engines").rglob("*")), report.summary()
+        answers = [engine.ask(frames[:count], QUESTION) for count in (1, 3, 4, len(frames))]
+        assert all(a.ok for a in answers), [a.error for a in answers]
+        assert engine.backend.exports == 1 and list(engine.backend._runners) == [(4, 56, 84)]
+    finally:
+        engine.close()
