@@ -7,7 +7,10 @@ For each random checkpoint preset (tiny, mid) and each device (CPU; CUDA when to
   feature cache off (selection, preparation, visual encoding, generation, total), medians;
 - on CPU: the exported ONNX visual graph vs torch eager: max abs difference and encode time ratio;
 - 8 questions on the same 16 frames with the cache vs without (one-by-one asks, side by side in
-  the same run, alternating), plus the batched ``ask_many``.
+  the same run, alternating), plus the batched ``ask_many``;
+- on CPU: engines ready at configure: ``SpatialQA.prepare`` time for the onnxruntime backend, the first
+  question's latency over the median of later ones (buffers of varying frame counts, cache off),
+  graphs exported during questions (0), and the first question of an unprepared engine for contrast.
 """
 
 from __future__ import annotations
@@ -121,6 +124,41 @@ def _cache_payoff(qa, frames, repeats, prefix, figures, cache_bytes=1 << 30):
     figures[f"{prefix}_batched_speedup_ratio"] = round(_median_ms(uncached) / _median_ms(batched), 3)
 
 
+def _prepared_first_question(model_dir, frames, args, repeats, export_dir, prefix, figures):
+    """Configure-time build vs building inside the first question (onnxruntime, feature cache off)."""
+    def engine():
+        return SpatialQA(model_dir, backend="onnxruntime", max_frames=args.frames,
+                         max_new_tokens=args.new_tokens, cache_bytes=0, min_pixels=28 * 28 * 4,
+                         export_dir=export_dir,
+                         backend_options={"intra_op_threads": torch.get_num_threads()})
+
+    def timed_ask(qa, shown):
+        t0 = time.perf_counter()
+        answer = qa.ask(shown, QUESTIONS[0]["question"])
+        if answer.error:
+            raise RuntimeError(answer.error)
+        return (time.perf_counter() - t0) * 1000
+
+    unprepared = engine()
+    figures[f"{prefix}_unprepared_first_question_ms"] = round(timed_ask(unprepared, frames), 3)
+    unprepared.close()
+    for path in Path(export_dir).glob("*.onnx*"):
+        path.unlink()  # the prepared engine exports again, as on a fresh robot
+    qa = engine()
+    report = qa.prepare(height=args.height, width=args.width)
+    figures[f"{prefix}_prepare_build_s"] = round(report.build_s, 3)
+    figures[f"{prefix}_prepare_warmup_question_s"] = round(report.warmup_s, 3)
+    figures[f"{prefix}_prepare_graphs_exported"] = report.exports
+    # buffers still filling (fewer frames than max_frames), then full: each a different frame set
+    counts = [max(1, args.frames // 4), args.frames // 2, args.frames] * max(1, repeats)
+    latencies = [timed_ask(qa, frames[i: i + count]) for i, count in enumerate(counts)]
+    figures[f"{prefix}_prepared_first_question_ms"] = round(latencies[0], 3)
+    figures[f"{prefix}_prepared_later_questions_ms_median"] = _median_ms(latencies[1:])
+    figures[f"{prefix}_prepared_first_over_later_ratio"] = round(latencies[0] / _median_ms(latencies[1:]), 3)
+    figures[f"{prefix}_graphs_exported_during_questions"] = qa.backend.exports - report.exports
+    qa.close()
+
+
 def run(args) -> dict:
     repeats = 2 if args.quick else args.repeats
     if args.threads > 0:
@@ -140,6 +178,8 @@ def run(args) -> dict:
                 _stage_latency(qa, frames, repeats, prefix, figures)
                 if device == "cpu":
                     _onnx_vs_torch(qa, frames, repeats, Path(tmp) / "export", prefix, figures)
+                    _prepared_first_question(model_dir, frames, args, repeats, Path(tmp) / f"ready-{preset}",
+                                             f"{prefix}_onnx", figures)
                 if preset == "mid" or args.quick:
                     _cache_payoff(qa, frames, repeats, prefix, figures)
                 qa.close()

@@ -364,3 +364,44 @@ def test_counters_are_consistent_snapshots_while_other_threads_write():
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def test_depth_and_intrinsics_must_fit_the_colour_image():
+    buffer = FrameBuffer()
+    assert buffer.add_depth("cam", 1.0, np.ones((480, 848), np.uint16)) == "accepted"  # before any image
+    assert buffer.add_image("cam", 1.0, rgb(shape=(480, 640))) == "accepted"
+    assert buffer.add_depth("cam", 1.2, np.ones((480, 848), np.uint16)) == "size_mismatch"  # unaligned
+    k_848 = [[420.0, 0.0, 700.0], [0.0, 420.0, 240.0], [0.0, 0.0, 1.0]]  # principal point beyond 640
+    assert buffer.set_intrinsics("cam", k_848) == "size_mismatch"
+    assert buffer.add_image("cam", 1.5, rgb(shape=(480, 640))) == "accepted"
+    assert buffer.add_depth("cam", 1.5, np.ones((480, 640), np.uint16)) == "accepted"  # aligned to colour
+    assert buffer.set_intrinsics("cam", [[600.0, 0, 320.0], [0, 600.0, 240.0], [0, 0, 1]]) == "accepted"
+    first, second = buffer.frames("cam")
+    assert first.depth is None  # the 848x480 depth of the same stamp, buffered first, is not paired
+    assert second.depth.shape == (480, 640) and second.K is not None
+    counters = buffer.counters
+    assert counters["dropped_depth_size_mismatch"] == 1 and counters["dropped_camera_info_size_mismatch"] == 1
+    assert_counters_consistent(buffer)
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(3, 40), position=st.integers(0, 39), jump=st.floats(1.0, 1e6),
+       ahead=st.booleans(), kind=st.sampled_from(["image", "pose"]))
+def test_property_one_stray_stamp_changes_nothing_once_the_stream_goes_on(count, position, jump, ahead, kind):
+    stamps = [2e6 + i / 30 for i in range(count)]
+    position %= count - 1  # at least one regular message follows the stray one
+    clean, noisy = FrameBuffer(max_frames=100), FrameBuffer(max_frames=100)
+    for i, stamp in enumerate(stamps):
+        for buffer in (clean, noisy):
+            buffer.add_image("cam", stamp, rgb())
+            buffer.add_pose(stamp, np.eye(4))
+        if i == position:
+            stray = stamp + jump if ahead else stamp - jump
+            if kind == "image":
+                noisy.add_image("cam", stray, rgb())
+            else:
+                noisy.add_pose(stray, np.eye(4))
+    assert noisy.counters["resets"] == 0
+    expected = [(f.stamp, f.pose is None) for f in clean.frames()]
+    assert [(f.stamp, f.pose is None) for f in noisy.frames()] == expected
+    assert_counters_consistent(noisy)

@@ -77,8 +77,9 @@ def test_build_engine_without_a_model_and_with_a_bad_path(tmp_path):
 
 def test_build_frame_buffer_from_values():
     buffer = build_frame_buffer({"buffer.max_frames": 7, "buffer.max_megabytes": 2,
-                                 "buffer.reset_jump_s": 3.0})
+                                 "buffer.reset_jump_s": 3.0, "buffer.reset_confirmations": 5})
     assert (buffer.max_frames, buffer.max_bytes, buffer.reset_jump) == (7, 2 * 1024 * 1024, 3.0)
+    assert buffer.reset_confirmations == 5
 
 
 def test_profiles_are_found_and_an_unknown_one_names_the_known():

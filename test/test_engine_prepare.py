@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -146,6 +148,13 @@ def test_prepare_without_an_input_size_only_warms_the_language_model(tiny_dir):
         engine.close()
     with pytest.raises(ValueError, match="no model loaded"):
         SpatialQA(None).prepare(height=56, width=84)
+    engine = _engine(tiny_dir, "torch", None)
+    try:
+        with pytest.raises(ValueError, match="too small"):
+            engine.prepare(height=1, width=1)
+        assert engine.prepared is None
+    finally:
+        engine.close()
 
 
 def test_prepare_engine_follows_the_parameter_values(tiny_dir):
@@ -163,3 +172,63 @@ def test_prepare_engine_follows_the_parameter_values(tiny_dir):
     finally:
         engine.close()
     assert prepare_engine(build_engine({}), values) is None  # no model: nothing to warm up
+
+
+def test_the_queue_answers_from_a_buffer_with_the_real_engine(prepared, frames):
+    from spatial_mllm_ros.core.buffer import FrameBuffer
+    from spatial_mllm_ros.engine.question_queue import QuestionQueue, answer_from_buffer
+    from spatial_mllm_ros.engine.requests import RequestLimits, parse_question_text
+
+    engine = prepared[1]
+    buffer = FrameBuffer()
+    for frame in frames:
+        buffer.add_frame(frame)
+    limits = RequestLimits(max_frames=4)
+    queue = QuestionQueue(lambda request: answer_from_buffer(engine, buffer, request, default_max_frames=4),
+                          capacity=2)
+    try:
+        window = f'"window_start": {frames[2].stamp}, "window_end": {frames[4].stamp}'
+        texts = ['{"question": "How many chairs are in this room?", "query_id": "q1"}',
+                 '{"question": "How many chairs are in this room?", ' + window + "}",
+                 '{"question": "How many chairs?", "window_start": 1000, "window_end": 1001}',
+                 '{"question": "How many chairs?", "max_frames": 1e400}']
+        outcomes = [queue.submit(parse_question_text(text, limits)).result(30) for text in texts]
+    finally:
+        queue.stop(30)
+    assert [o.reason for o in outcomes] == ["answered", "answered", "no_frames", "invalid_json"]
+    assert outcomes[0].answer.ok and outcomes[0].answer.query_id == "q1"
+    assert len(outcomes[0].answer.frame_stamps) == 4
+    assert outcomes[1].answer.frame_stamps == [f.stamp for f in frames[2:5]]
+    assert "no camera frames buffered in the window 1000.0..1001.0" in outcomes[2].message
+    unconfigured = QuestionQueue(lambda r: answer_from_buffer(None, None, r, default_max_frames=4),
+                                 capacity=1)
+    assert unconfigured.submit(parse_question_text("q", limits)).result(5).reason == "not_configured"
+    unconfigured.stop(5)
+
+
+def test_the_engine_applies_the_request_bounds_to_direct_callers_too(prepared, frames):
+    from spatial_mllm_ros.engine.requests import MAX_OPTION_CHARS, MAX_OPTIONS
+
+    engine = prepared[1]
+    too_many = engine.ask(frames, "Which one?", [f"o{i}" for i in range(MAX_OPTIONS + 1)])
+    too_long = engine.ask(frames, "Which one?", ["x" * (MAX_OPTION_CHARS + 1), "y"])
+    fine = engine.ask(frames, "Which one?", ["x" * MAX_OPTION_CHARS, "y"])
+    assert "at most 26 options of at most 500 characters" in too_many.error == too_long.error
+    assert fine.ok
+
+
+@pytest.mark.gpu
+@pytest.mark.tensorrt
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
+                    reason="needs TensorRT and a CUDA GPU (neither is here)")
+def test_tensorrt_engine_is_built_at_prepare_and_never_during_questions(tiny_dir, frames, tmp_path):
+    engine = SpatialQA(tiny_dir, backend="tensorrt", device="cuda", dtype="float16", selector="uniform",
+                       max_frames=4, max_new_tokens=4, min_pixels=SMALL_PIXELS, export_dir=tmp_path)
+    try:
+        report = engine.prepare(height=56, width=84)
+        assert report.exports == 1 and list((tmp_path / "engines").rglob("*")), report.summary()
+        answers = [engine.ask(frames[:count], QUESTION) for count in (1, 3, 4, len(frames))]
+        assert all(a.ok for a in answers), [a.error for a in answers]
+        assert engine.backend.exports == 1 and list(engine.backend._runners) == [(4, 56, 84)]
+    finally:
+        engine.close()

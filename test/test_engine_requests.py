@@ -4,16 +4,20 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spatial_mllm_ros.engine.question_queue import Outcome, QuestionQueue, RejectedError
 from spatial_mllm_ros.engine.requests import (
     MAX_OPTIONS,
     MAX_QUESTION_CHARS,
     MAX_STAMP_S,
+    REQUEST_REASONS,
     QuestionRequest,
     Rejection,
     RequestLimits,
@@ -208,3 +212,38 @@ def test_submit_never_blocks_and_is_thread_safe():
     queue.stop(5)
     counts = queue.counts()
     assert counts["submitted"] == 800 and counts["answered"] == 2 and counts["rejected_busy"] == 798
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=12,
+)
+question_like = st.fixed_dictionaries(
+    {"question": st.one_of(st.text(max_size=30), st.integers())},
+    optional={"options": st.one_of(st.lists(st.text(max_size=10), max_size=30), st.text(max_size=5)),
+              "task_type": st.sampled_from(["", "object_counting", "open", "nonsense"]),
+              "max_frames": st.one_of(st.integers(-5, 300), st.floats()),
+              "window_start": st.one_of(st.none(), st.floats(), st.integers()),
+              "window_end": st.one_of(st.none(), st.floats(), st.integers()),
+              "query_id": st.text(max_size=200)},
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(json_values, question_like), mangle=st.integers(0, 3))
+def test_any_text_gives_a_request_or_a_known_rejection(value, mangle):
+    text = json.dumps(value, allow_nan=True)
+    if mangle == 1:
+        text = text[: len(text) // 2]
+    elif mangle == 2:
+        text = "{" * 50 + text
+    result = parse_question_text(text, LIMITS)
+    if isinstance(result, Rejection):
+        assert result.reason in REQUEST_REASONS and result.message
+    else:
+        assert 0 <= result.max_frames <= LIMITS.max_frames and result.question
+        assert len(result.options) <= MAX_OPTIONS
+        for bound in (result.window_start, result.window_end):
+            assert bound is None or 0.0 <= bound <= MAX_STAMP_S

@@ -36,7 +36,11 @@ Frames the QA engine could not use never enter: images failing
 :func:`~spatial_mllm_ros.core.frames.frame_size_problem` (e.g. 1x1) are dropped ``unusable_size``,
 a ``frame_id`` longer than :data:`MAX_FRAME_ID_CHARS` is dropped ``invalid_frame_id`` (the id's bytes
 count towards the buffer's bytes), intrinsics and poses failing the sanity bounds of
-:mod:`~spatial_mllm_ros.core.geometry` are dropped ``invalid_data`` or ``out_of_bounds``.
+:mod:`~spatial_mllm_ros.core.geometry` are dropped ``invalid_data`` or ``out_of_bounds``. Depth must
+have the colour image's size and K's principal point must lie inside it (``size_mismatch``: an
+unaligned depth stream, e.g. a RealSense ``depth/image_raw`` of 848x480 beside 640x480 colour, would
+give wrong voxels); both are checked against the newest image at ingest and against each frame's own
+image when frames are assembled.
 
 Bounds: every camera's RGB and depth ring holds at most ``max_frames`` entries, each pose track at most
 ``max_poses``; the image bytes held (RGB + depth + frame ids, all cameras, held messages included,
@@ -64,7 +68,8 @@ ACCEPTED = "accepted"
 HELD = "held"  # kept aside until more messages confirm a timeline jump (see the module docstring)
 KINDS = ("image", "depth", "pose", "camera_info")
 DROP_REASONS = ("invalid_stamp", "invalid_data", "duplicate", "out_of_order", "too_large",
-                "stale_after_reset", "stamp_jump", "unusable_size", "invalid_frame_id", "out_of_bounds")
+                "stale_after_reset", "stamp_jump", "unusable_size", "invalid_frame_id", "out_of_bounds",
+                "size_mismatch")
 EVICTION_REASONS = ("capacity", "memory", "stamp_jump")  # stamp_jump: a contradicted jump ahead
 _AHEAD = "ahead"  # internal status: accepted, a jump ahead still to be confirmed
 # tf frame names are short ("camera_color_optical_frame"); a longer id is a malformed message.
@@ -99,6 +104,12 @@ class _Stream:
     jump_reference: float | None = None
     jump_restore: float | None = None
     since_jump: int = 0
+
+
+def _fits(intrinsics: np.ndarray, size: tuple[int, int]) -> bool:
+    """True when K's principal point lies inside an image of ``size`` (H, W): K belongs to that image."""
+    height, width = size
+    return 0.0 <= intrinsics[0, 2] <= width and 0.0 <= intrinsics[1, 2] <= height
 
 
 class FrameBuffer:
@@ -179,6 +190,9 @@ class FrameBuffer:
                 scale = 1.0 if depth.dtype == np.float32 else 0.001
             if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
                 return self._drop("depth", "invalid_data")
+            size = self._image_size(camera_id)
+            if size is not None and depth.shape != size:
+                return self._drop("depth", "size_mismatch")
             stream = self._depths.get(camera_id)
             if stream is None:
                 stream = self._depths[camera_id] = _Stream(self.max_frames)
@@ -195,6 +209,9 @@ class FrameBuffer:
             issue = check_intrinsics(k)
             if issue:
                 return self._drop("camera_info", issue.reason)
+            size = self._image_size(camera_id)
+            if size is not None and not _fits(k, size):
+                return self._drop("camera_info", "size_mismatch")
             k.setflags(write=False)
             self._intrinsics[camera_id] = k
             self._counts["accepted_camera_info"] += 1
@@ -265,11 +282,14 @@ class FrameBuffer:
                 k = self._intrinsics.get(camera)
                 for i, (stamp, (rgb, frame_id), _) in enumerate(entries):
                     depth = depths[i]
+                    if depth is not None and depth[0].shape != rgb.shape[:2]:
+                        depth = None  # a depth image of another size is not registered to this one
                     if (require_depth and depth is None) or (require_pose and not pose_ok[i]):
                         continue
                     result.append(Frame(stamp=stamp, camera_id=camera, rgb=rgb,
                                         depth=None if depth is None else depth[0],
-                                        depth_scale=1.0 if depth is None else depth[1], K=k,
+                                        depth_scale=1.0 if depth is None else depth[1],
+                                        K=k if k is not None and _fits(k, rgb.shape[:2]) else None,
                                         pose=poses[i] if pose_ok[i] else None, frame_id=frame_id))
             if camera_id is None and len(cameras) > 1:
                 result.sort(key=lambda f: (f.stamp, f.camera_id))
@@ -350,6 +370,11 @@ class FrameBuffer:
             self._clear_streams(count_as=None)
 
     # ----------------------------------------------------------------------------------- internals
+    def _image_size(self, camera_id: str) -> tuple[int, int] | None:
+        """(H, W) of the camera's newest buffered image, or None before the first one."""
+        stream = self._images.get(camera_id)
+        return tuple(stream.entries[-1][1][0].shape[:2]) if stream is not None and stream.entries else None
+
     def _drop(self, kind: str, reason: str) -> str:
         self._counts[f"dropped_{kind}_{reason}"] += 1
         return reason
@@ -379,10 +404,12 @@ class FrameBuffer:
                 return ACCEPTED
             self._note_jump_ahead(stream, reference=stream.newest)
             return _AHEAD
+        reference = stream.jump_reference
+        if reference is not None and stamp > reference - self.reset_jump \
+                and (stream.newest - stamp >= self.reset_jump or stamp < reference + self.reset_jump):
+            self._undo_jump_ahead(kind, stream)  # the old timeline goes on: the jump was a bad stamp
+            return self._classify(kind, stream, stamp)
         if stream.newest - stamp >= self.reset_jump:
-            if stream.jump_reference is not None and stamp > stream.jump_reference - self.reset_jump:
-                self._undo_jump_ahead(kind, stream)  # the old timeline goes on: the jump was a bad stamp
-                return self._classify(kind, stream, stamp)
             return HELD
         stream.backwards_streak += 1
         if stream.backwards_streak < self.reset_after_drops:

@@ -63,16 +63,24 @@ def pose_to_translation_quaternion(pose: np.ndarray) -> tuple[np.ndarray, np.nda
     return pose[:3, 3].copy(), np.array([x, y, z, w])
 
 
+def _finite_matrix(value, name: str, size: int) -> np.ndarray | GeometryIssue:
+    """``value`` as a finite (size, size) float64 array, or why it is not one."""
+    try:
+        matrix = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return GeometryIssue(INVALID_DATA, f"{name} is not a numeric array")
+    if matrix.shape != (size, size):
+        return GeometryIssue(INVALID_DATA, f"{name} must be {size}x{size}, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        return GeometryIssue(INVALID_DATA, f"{name} has non-finite entries")
+    return matrix
+
+
 def check_pose(pose) -> GeometryIssue | None:
     """Why ``pose`` is not a usable rigid camera-to-world transform (reason + message), or None."""
-    try:
-        pose = np.asarray(pose, dtype=np.float64)
-    except (TypeError, ValueError):
-        return GeometryIssue(INVALID_DATA, "pose is not a numeric array")
-    if pose.shape != (4, 4):
-        return GeometryIssue(INVALID_DATA, f"pose must be 4x4, got shape {pose.shape}")
-    if not np.all(np.isfinite(pose)):
-        return GeometryIssue(INVALID_DATA, "pose has non-finite entries")
+    pose = _finite_matrix(pose, "pose", 4)
+    if isinstance(pose, GeometryIssue):
+        return pose
     if not np.allclose(pose[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
         return GeometryIssue(INVALID_DATA, f"pose bottom row must be [0, 0, 0, 1], got {pose[3].tolist()}")
     rotation = pose[:3, :3]
@@ -89,14 +97,9 @@ def check_pose(pose) -> GeometryIssue | None:
 
 def check_intrinsics(intrinsics) -> GeometryIssue | None:
     """Why ``intrinsics`` is not a usable (3, 3) pinhole matrix (reason + message), or None."""
-    try:
-        k = np.asarray(intrinsics, dtype=np.float64)
-    except (TypeError, ValueError):
-        return GeometryIssue(INVALID_DATA, "intrinsics are not a numeric array")
-    if k.shape != (3, 3):
-        return GeometryIssue(INVALID_DATA, f"intrinsics must be 3x3, got shape {k.shape}")
-    if not np.all(np.isfinite(k)):
-        return GeometryIssue(INVALID_DATA, "intrinsics have non-finite entries")
+    k = _finite_matrix(intrinsics, "intrinsics", 3)
+    if isinstance(k, GeometryIssue):
+        return k
     if k[0, 0] <= 0 or k[1, 1] <= 0 or k[2, 2] != 1.0 or np.any(k[[1, 2, 2], [0, 0, 1]] != 0.0):
         return GeometryIssue(INVALID_DATA, "intrinsics need fx, fy > 0, K[2,2] == 1 and zeros below the "
                              f"diagonal, got {k.tolist()}")

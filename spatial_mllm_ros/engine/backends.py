@@ -378,8 +378,6 @@ class TensorRTBackend(_PerShapeBackend):
         return run
 
 
-
-
 def make_backend(name: str, model: nn.Module, export_dir: str | Path, model_id: str | None = None,
                  **options: Any) -> VisualBackend:
     """A backend by configuration name: "torch", "onnxruntime" (alias "onnx", "ort") or "tensorrt"."""

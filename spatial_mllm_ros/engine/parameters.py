@@ -152,7 +152,10 @@ BUFFER_PARAMETERS: tuple[ParameterSpec, ...] = (
           "interpolation.", float_range=(0.0, 10.0)),
     _spec("buffer.max_pose_gap_s", 0.5, "Longest pose gap interpolated across.", float_range=(0.0, 60.0)),
     _spec("buffer.reset_jump_s", 1.0, "A stream whose stamps jump this far back (bag loop, simulator "
-          "reset), confirmed by several messages, clears the buffer.", float_range=(0.001, 1.0e6)),
+          "reset), confirmed by buffer.reset_confirmations messages, clears the buffer; one stamp this "
+          "far ahead is undone when the stream returns to its old timeline.", float_range=(0.001, 1.0e6)),
+    _spec("buffer.reset_confirmations", 3, "Messages in a row on one stream that must agree on a stamp "
+          "jump before it is believed (one stray stamp never clears the buffer).", integer_range=(1, 1000)),
 )
 
 QUEUE_PARAMETERS: tuple[ParameterSpec, ...] = (
@@ -259,6 +262,7 @@ def build_frame_buffer(values: Mapping[str, Any]) -> FrameBuffer:
         pose_tolerance=v["buffer.pose_tolerance_s"],
         max_pose_gap=v["buffer.max_pose_gap_s"],
         reset_jump=v["buffer.reset_jump_s"],
+        reset_confirmations=v["buffer.reset_confirmations"],
     )
 
 

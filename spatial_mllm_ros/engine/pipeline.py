@@ -39,14 +39,13 @@ from spatial_mllm_ros.engine.answer import Answer
 from spatial_mllm_ros.engine.backends import VisualBackend, make_backend
 from spatial_mllm_ros.engine.cache import FeatureCache, FeatureKey, nbytes_of
 from spatial_mllm_ros.engine.decoding import PrefixDecoder, PrefixState, prefix_length
+from spatial_mllm_ros.engine.requests import MAX_OPTION_CHARS, MAX_OPTIONS, MAX_QUESTION_CHARS
 from spatial_mllm_ros.engine.shapes import PreparedShape, PrepareReport, frame_slots, spread_frames
 
 NO_MODEL = "no model loaded"
 EMPTY_BUFFER = "empty buffer"
 DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_MAX_PIXELS = 768 * 28 * 28
-MAX_QUESTION_CHARS = 4000
-MAX_OPTIONS = 26
 QUESTION_FIELDS = ("question", "options", "task_type", "query_id")
 
 
@@ -342,6 +341,9 @@ class SpatialQA:
             self.warmup()
             report.warmup_s = time.perf_counter() - started
             return report
+        size_problem = frame_size_problem(int(height), int(width))
+        if size_problem:
+            raise ValueError(f"cannot prepare for input frames {size_problem}")
         model_hw = smart_resize(int(height), int(width), **self._pixel_limits())
         shape = PreparedShape(slots, (int(height), int(width)), model_hw)
         with self._lock:
@@ -415,8 +417,8 @@ class SpatialQA:
                 return fail("options must be a list of strings")
             if not all(isinstance(o, str) and o.strip() for o in options):
                 return fail("every option must be a non-empty string")
-            if len(options) > MAX_OPTIONS:
-                return fail(f"at most {MAX_OPTIONS} options, got {len(options)}")
+            if len(options) > MAX_OPTIONS or max(map(len, options), default=0) > MAX_OPTION_CHARS:
+                return fail(f"at most {MAX_OPTIONS} options of at most {MAX_OPTION_CHARS} characters")
             options = list(options) or None
         if task_type in (None, ""):
             task_type = infer_task_type(question, options)

@@ -29,13 +29,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from spatial_mllm_ros.engine.requests import Rejection
+from spatial_mllm_ros.engine.requests import QuestionRequest, Rejection
 
 ANSWERED = "answered"
 ACCEPTED = "accepted"
 REASON_BUSY = "busy"
 REASON_SHUTTING_DOWN = "shutting_down"
 REASON_INTERNAL_ERROR = "internal_error"
+REASON_NOT_CONFIGURED = "not_configured"
+REASON_NO_FRAMES = "no_frames"
 SHUTTING_DOWN_MESSAGE = "the node is shutting down: question not answered"
 _LOG = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ class Outcome:
 
     ``reason`` is ``"answered"`` (then ``answer`` is the handler's return value) or a rejection reason
     key (then ``message`` says why). ``wait_s``/``run_s``: time queued and time in the handler.
+    ``request`` is what was submitted: a ``QuestionRequest`` or a ``Rejection``, both of which carry
+    ``question``, ``query_id`` and ``task_type`` for the answer message.
     """
 
     request: Any
@@ -259,3 +263,26 @@ class QuestionQueue:
                 self._counts["callback_errors"] += 1
                 self._last_error = f"result callback failed: {type(error).__name__}: {error}"
             _LOG.error("question result callback failed: %s: %s", type(error).__name__, error)
+
+
+def answer_from_buffer(engine: Any, buffer: Any, request: QuestionRequest, *, default_max_frames: int,
+                       camera_id: str | None = None) -> Any:
+    """The QA node's queue handler without ROS: the frames of the request's window, then ``engine.ask``.
+
+    ``engine`` is a ``SpatialQA`` and ``buffer`` a ``FrameBuffer`` (None while unconfigured); frames of
+    ``camera_id`` only, or of every camera. ``max_frames`` 0 in the request means ``default_max_frames``.
+    Returns the engine's ``Answer`` (its ``error`` set when the engine refused the question). Raises
+    :class:`RejectedError` ``not_configured`` without engine or buffer, ``no_frames`` when the window
+    holds no frame (with a model loaded; without one the engine answers "no model loaded" itself).
+    """
+    if engine is None or buffer is None:
+        raise RejectedError(REASON_NOT_CONFIGURED, "the node is not configured")
+    start, end = request.window_start, request.window_end
+    frames = buffer.frames(camera_id=camera_id, start=start, end=end)
+    if not frames and getattr(engine, "model_loaded", True):
+        window = "" if start is None and end is None else f" in the window {start}..{end}"
+        raise RejectedError(REASON_NO_FRAMES,
+                            f"no camera frames buffered{window} ({len(buffer)} in the buffer); check the "
+                            "camera topics")
+    return engine.ask(frames, request.question, list(request.options) or None, request.task_type or None,
+                      request.max_frames or default_max_frames, request.query_id)
