@@ -63,6 +63,12 @@ REWARD = "/fuzz/reward_annotator_node"
 BATCH = 50
 MAX_LAG = 90  # below the node's ~/question history of 100
 DEEP = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+STATIC = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=2000,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
 # input -> (message type, topic, strategy, messages, diagnostics kind)
 QA_INPUTS = {
     "image": (Image, "/camera/color/image_raw", raw_images(), 2000, "image"),
@@ -79,6 +85,7 @@ QA_INPUTS = {
     "pose": (PoseStamped, "/camera/pose", pose_stampeds(), 1000, "pose"),
     "odometry": (Odometry, "/odom", odometries(), 750, "pose"),
     "tf": (TFMessage, "/tf", tf_messages, 600, "tf"),
+    "tf_static": (TFMessage, "/tf_static", tf_messages, 200, "tf_static"),
     "question": (String, f"{QA}/question", question_texts(), 1000, "question"),
 }
 REWARD_INPUTS = {
@@ -190,14 +197,8 @@ def ros(tmp_path_factory):
     client.publishers = {}
     for group, inputs in (("qa", QA_INPUTS), ("reward", REWARD_INPUTS)):
         for name, (msg_type, topic, *_) in inputs.items():
-            client.publishers[(group, name)] = client.node.create_publisher(msg_type, topic, DEEP)
-    client.tf_static = client.node.create_publisher(
-        TFMessage,
-        "/tf_static",
-        QoSProfile(
-            depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-        ),
-    )
+            qos = STATIC if topic == "/tf_static" else DEEP
+            client.publishers[(group, name)] = client.node.create_publisher(msg_type, topic, qos)
     client.action = ActionClient(client.node, ScoreTrajectory, f"{REWARD}/score_trajectory")
     wait_for_state(client, QA, "active", qa, timeout=180.0)
     wait_for_state(client, REWARD, "active", reward, timeout=180.0)
@@ -239,8 +240,8 @@ def _fuzz(ros, group: str, name: str, inputs: dict) -> None:
             publisher.publish(msg)
         published["messages"] += len(batch)
         SENT[(group, name)] += len(batch)
-        if name == "tf":
-            SENT[("qa", "tf_transforms")] += sum(len(m.transforms) for m in batch)
+        if name in ("tf", "tf_static"):
+            SENT[("qa", f"{name}_transforms")] += sum(len(m.transforms) for m in batch)
         wait_until(
             lambda: (
                 base + published["messages"] - _count(status_values(ros.diagnostics, node), counter)
@@ -346,13 +347,15 @@ def test_qa_node_accounts_for_every_message_and_still_answers(ros):
         ),
     )
     _assert_accounted(values, sent, ("image", "depth", "camera_info", "pose"))
-    assert _count(values, "messages_tf") == sent["tf"]
-    refused = sum(
-        int(v)
-        for k, v in values.items()
-        if k.startswith("malformed_tf_") and not k.startswith("malformed_tf_static")
-    )
-    assert _count(values, "tf_transforms") + refused == SENT[("qa", "tf_transforms")]
+    for kind in ("tf", "tf_static"):
+        assert _count(values, f"messages_{kind}") == sent[kind]
+        refused = sum(
+            int(v)
+            for k, v in values.items()
+            if k.startswith(f"malformed_{kind}_")
+            and (kind == "tf_static" or not k.startswith("malformed_tf_static"))
+        )
+        assert _count(values, f"{kind}_transforms") + refused == SENT[("qa", f"{kind}_transforms")], kind
     # one answer per question and ask, every outcome counted
     wait_until(lambda: len(ros.answers) >= questions, 60.0, "one answer per question")
     time.sleep(0.5)
