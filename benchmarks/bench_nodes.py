@@ -6,6 +6,13 @@
   frames (same thread count, visual-feature cache on in both), median ms and the difference;
 * ingest: 2 cameras x 30 Hz x 640x480 rgb8 published while questions keep the worker busy; frames the
   node itself dropped (malformed, bad stamps, ...) must be 0; transport losses are reported apart;
+* ingest with the QoS the profiles ship (``cpu``: reliable depth 10, ``jetson_orin``: best effort depth
+  15), not only the tuned reliable depth-30 subscription;
+* configure with the engine built: ``backend:=onnxruntime`` prepared at configure for ``max_frames``
+  frames of 640x480 (ONNX export, then loaded from disk on a second start), and the first question's
+  latency against the later ones' (feature cache off, so each question encodes its frames);
+* fuzz: generated malformed messages (``test/ros_fuzz.py``) on every camera input and ``~/question``:
+  sent / counted by the node / crashes / RSS growth;
 * ``--soak-minutes N`` (not run by default): 30 Hz input and a question per second for N minutes;
   RSS growth of the node process (from the end of the first minute, feature cache bounded at 8 MB so
   that it is full by then) and answered/rejected counts.
@@ -69,7 +76,9 @@ def _tiny_model(args) -> Path:
 class _Node:
     """spatial_mllm_node as a subprocess on its own domain."""
 
-    def __init__(self, domain_id: int, params: dict[str, str]) -> None:
+    def __init__(
+        self, domain_id: int, params: dict[str, str], extra_env: dict[str, str] | None = None
+    ) -> None:
         env = dict(
             os.environ,
             ROS_DOMAIN_ID=str(domain_id),
@@ -77,9 +86,16 @@ class _Node:
             ROS_LOG_DIR=str(REPO_ROOT / "build" / "ros_logs"),
             OMP_NUM_THREADS="1",
             PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            **(extra_env or {}),
         )
-        args = ["--params-file", str(REPO_ROOT / "config" / "cpu.yaml"), "-r", f"__ns:={NAMESPACE}",
-                "-p", "autostart:=true"]
+        args = [
+            "--params-file",
+            str(REPO_ROOT / "config" / "cpu.yaml"),
+            "-r",
+            f"__ns:={NAMESPACE}",
+            "-p",
+            "autostart:=true",
+        ]
         for key, value in params.items():
             args += ["-p", f"{key}:={value}"]
         self.log = tempfile.NamedTemporaryFile(prefix="bench_nodes_", suffix=".log", delete=False)  # noqa: SIM115
@@ -90,6 +106,9 @@ class _Node:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
 
     def rss_bytes(self) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -174,8 +193,13 @@ class _Client:
             time.sleep(0.2)
         raise TimeoutError("node never became active")
 
-    def ask(self, question: str = QUESTION, max_frames: int = 0, timeout: float = 300.0,
-            window: tuple[float, float] | None = None):
+    def ask(
+        self,
+        question: str = QUESTION,
+        max_frames: int = 0,
+        timeout: float = 300.0,
+        window: tuple[float, float] | None = None,
+    ):
         from spatial_mllm_ros.srv import AskSpatial
 
         from spatial_mllm_ros.ros.conversions import sec_to_stamp
@@ -309,13 +333,19 @@ def _stream(
 
 def _node_drops(diagnostics: dict[str, str]) -> int:
     return sum(
-        int(v)
-        for k, v in diagnostics.items()
-        if k.startswith("dropped_image_") or k == "malformed_image"
+        int(v) for k, v in diagnostics.items() if k.startswith("dropped_image_") or k == "malformed_image"
     )
 
 
-def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: bool = False) -> dict:
+def _ingest(
+    args,
+    model: Path,
+    seconds: float,
+    question_period_s: float,
+    soak: bool = False,
+    qos: tuple[str, int] = ("reliable", INGEST_QOS_DEPTH),
+    prefix: str = "",
+) -> dict:
     cameras = ["cam0"] if soak else ["cam0", "cam1"]
     params = {
         "model_path": str(model),
@@ -325,8 +355,8 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
         "max_new_tokens": "4",
         "selector": "uniform",
         "queue_size": "2",
-        "qos.images.depth": str(INGEST_QOS_DEPTH),
-        "qos.images.reliability": "reliable",
+        "qos.images.depth": str(qos[1]),
+        "qos.images.reliability": qos[0],
         "diagnostics_period_s": "0.5",
     }
     if soak:
@@ -381,10 +411,11 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
         node.stop()
     published = sum(counts.get(c, 0) for c in cameras)
     received = int(diagnostics.get("received_image", "0"))
-    prefix = "soak" if soak else "ingest"
+    prefix = prefix or ("soak" if soak else "ingest")
     figures = {
         f"{prefix}_cameras": len(cameras),
-        f"{prefix}_qos_history_depth": INGEST_QOS_DEPTH,
+        f"{prefix}_qos": qos[0],
+        f"{prefix}_qos_history_depth": qos[1],
         f"{prefix}_seconds": round(counts.get("seconds", 0.0), 1),
         f"{prefix}_images_published": published,
         f"{prefix}_images_received_by_node": received,
@@ -405,10 +436,207 @@ def _ingest(args, model: Path, seconds: float, question_period_s: float, soak: b
     return figures
 
 
+def _profile_qos(profile: str) -> tuple[str, int]:
+    import yaml
+
+    document = yaml.safe_load((REPO_ROOT / "config" / f"{profile}.yaml").read_text())
+    images = next(iter(document.values()))["ros__parameters"]["qos"]["images"]
+    return images["reliability"], int(images["depth"])
+
+
+def _configure(args, model: Path) -> dict:
+    """Configure with the ONNX engine built (then loaded), and first vs later question latency."""
+    height, width = VGA
+    params = {
+        "model_path": str(model),
+        "backend": "onnxruntime",
+        "max_frames": "4",
+        "max_new_tokens": "4",
+        "max_pixels": str(128 * 28 * 28),
+        "selector": "uniform",
+        "feature_cache_megabytes": "0",
+        "input_width": str(width),
+        "input_height": str(height),
+        "camera.use_depth": "false",
+        "camera.pose_source": "none",
+    }
+    later = 3 if args.quick else 8
+    figures: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench_nodes_cache_") as cache:
+        for run_name in ("built", "loaded"):
+            domain_id = random.SystemRandom().choice(SAFE_DOMAIN_IDS)
+            started = time.monotonic()
+            node = _Node(domain_id, params, extra_env={"XDG_CACHE_HOME": cache})
+            client = _Client(domain_id, ["camera"])
+            try:
+                client.wait_active(node)
+                figures[f"configure_onnx_{run_name}_to_active_s"] = round(time.monotonic() - started, 2)
+                log = node.output()
+                figures[f"configure_onnx_{run_name}_s"] = float(log.split("configured in ")[1].split(" s")[0])
+                figures[f"configure_onnx_{run_name}_exports"] = int(
+                    log.split(" exported)")[0].rsplit("(", 1)[1]
+                )
+                if run_name == "loaded":
+                    break
+                while not client.images["camera"].get_subscription_count():
+                    time.sleep(0.05)
+                _publish_frames(client, "camera", _frames(4, VGA), [10.0 + 0.1 * i for i in range(4)])
+                while int(client.diagnostics.get("accepted_image", "0")) < 4:
+                    time.sleep(0.05)
+                latencies = []
+                for i in range(1 + later):
+                    asked = time.perf_counter()
+                    answer = client.ask(f"{QUESTION} ({i})")
+                    latencies.append((time.perf_counter() - asked) * 1e3)
+                    assert not answer.error, answer.error
+                first, rest = latencies[0], statistics.median(latencies[1:])
+                figures.update(
+                    first_question_ms=round(first, 1),
+                    later_questions_ms_median=round(rest, 1),
+                    first_to_later_latency_ratio=round(first / rest, 2),
+                    onnx_graphs_after_questions=len(list(Path(cache).rglob("*.onnx"))),
+                )
+            finally:
+                client.close()
+                node.stop()
+    return figures
+
+
+def _publish_generated(client: _Client, publisher, strategy, counter: str, count: int) -> int:
+    """Publish ``count`` messages drawn from ``strategy`` (derandomized), never > 90 ahead of the node."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    base = int(client.diagnostics.get(counter, "0"))
+    published = [0]
+
+    @settings(
+        max_examples=count // 50,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(strategy, min_size=50, max_size=50))
+    def publish(batch):
+        for msg in batch:
+            publisher.publish(msg)
+        published[0] += len(batch)
+        deadline = time.monotonic() + 60.0
+        while (
+            base + published[0] - int(client.diagnostics.get(counter, "0")) > 90
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+
+    publish()
+    return published[0]
+
+
+def _fuzz(args, model: Path) -> dict:
+    """Generated malformed messages on every camera input and ~/question: sent, counted, crashes, RSS."""
+    sys.path.insert(0, str(REPO_ROOT / "test"))
+    from geometry_msgs.msg import PoseStamped
+    from ros_fuzz import camera_infos, compressed_images, pose_stampeds, question_texts, raw_images
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    from std_msgs.msg import String
+
+    per_input = 200 if args.quick else 1000
+    params = {
+        "model_path": str(model),
+        "max_frames": "4",
+        "max_new_tokens": "1",
+        "selector": "uniform",
+        "warmup": "false",
+        "qos.images.depth": "1000",
+        "cameras": "[camera, wrist]",
+        "wrist.namespace": "/wrist",
+        "wrist.image_transport": "compressed",
+        "wrist.use_depth": "false",
+        "wrist.pose_source": "none",
+        "diagnostics_period_s": "0.25",
+    }
+    inputs = {
+        "image": (Image, "/camera/color/image_raw", raw_images(), "messages_image"),
+        "compressed": (
+            CompressedImage,
+            "/wrist/color/image_raw/compressed",
+            compressed_images(),
+            "messages_image",
+        ),
+        "depth": (Image, "/camera/depth/image_raw", raw_images(("16UC1", "32FC1")), "messages_depth"),
+        "camera_info": (CameraInfo, "/camera/color/camera_info", camera_infos(), "messages_camera_info"),
+        "pose": (PoseStamped, "/camera/pose", pose_stampeds(), "messages_pose"),
+        "question": (String, f"{NODE}/question", question_texts(), "messages_question"),
+    }
+    domain_id = random.SystemRandom().choice(SAFE_DOMAIN_IDS)
+    node = _Node(domain_id, params)
+    client = _Client(domain_id, [])
+    sent = 0
+    try:
+        client.wait_active(node)
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        publishers = {
+            name: client.node.create_publisher(t, topic, qos) for name, (t, topic, _, _) in inputs.items()
+        }
+        while not all(p.get_subscription_count() for p in publishers.values()):
+            time.sleep(0.05)
+        time.sleep(1.0)
+        rss_before = node.rss_bytes()
+        started = time.monotonic()
+        for name, (_, _, strategy, counter) in inputs.items():
+            sent += _publish_generated(client, publishers[name], strategy, counter, per_input)
+        seconds = time.monotonic() - started
+        deadline = time.monotonic() + 60.0
+        counters = [counter for _, _, _, counter in inputs.values()]
+        while time.monotonic() < deadline:
+            counted = sum(int(client.diagnostics.get(c, "0")) for c in set(counters))
+            if counted >= sent:
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)
+        rss_after = node.rss_bytes()
+        diagnostics = dict(client.diagnostics)
+        crashed = node.process.poll() is not None
+    finally:
+        client.close()
+        node.stop()
+    counted = sum(int(diagnostics.get(c, "0")) for c in {counter for *_, counter in inputs.values()})
+    return {
+        "fuzz_messages_sent": sent,
+        "fuzz_messages_counted_by_node": counted,
+        "fuzz_callback_errors": sum(
+            int(diagnostics.get(f"callback_error_{kind}", "0"))
+            for kind in ("image", "depth", "camera_info", "pose", "question")
+        ),
+        "fuzz_crashes": int(crashed),
+        "fuzz_messages_per_s": round(sent / seconds, 1),
+        "fuzz_rss_before_mb": round(rss_before / 2**20, 1),
+        "fuzz_rss_after_mb": round(rss_after / 2**20, 1),
+        "fuzz_rss_growth_mb": round((rss_after - rss_before) / 2**20, 1),
+    }
+
+
 def run(args) -> dict:
     model = _tiny_model(args)
     figures = _round_trip(args, model)
-    figures.update(_ingest(args, model, 4.0 if args.quick else args.ingest_seconds, question_period_s=0.0))
+    seconds = 4.0 if args.quick else args.ingest_seconds
+    figures.update(_ingest(args, model, seconds, question_period_s=0.0))
+    for profile in ("cpu", "jetson_orin"):
+        figures.update(
+            _ingest(
+                args,
+                model,
+                seconds,
+                question_period_s=0.0,
+                qos=_profile_qos(profile),
+                prefix=f"ingest_{profile}_qos",
+            )
+        )
+    figures.update(_configure(args, model))
+    figures.update(_fuzz(args, model))
     if args.soak_minutes > 0:
         figures.update(_ingest(args, model, args.soak_minutes * 60.0, question_period_s=1.0, soak=True))
     return figures

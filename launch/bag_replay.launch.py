@@ -4,15 +4,17 @@
 
     ros2 launch spatial_mllm_ros bag_replay.launch.py bag:=scene/bag model_path:=build/tiny_model rate:=2.0
 
-Starts ``bag_player`` (publishes the bag and /clock; no ``ros2 bag`` needed) and includes
-``spatial_mllm.launch.py`` with ``use_sim_time:=true``, so buffered frames carry the recording's
-stamps and questions can name time windows of the recording.
+Includes ``spatial_mllm.launch.py`` with ``use_sim_time:=true`` and starts ``bag_player`` (publishes the
+bag and /clock; no ``ros2 bag`` needed) when the node reports the lifecycle state ``active`` (model
+loaded and prepared, cameras subscribed), however long loading takes: no frame goes out before the node
+listens. Buffered frames carry the recording's stamps, so questions can name time windows of it.
 """
 
-from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, TimerAction
+from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription, RegisterEventHandler
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
+from launch_ros.event_handlers import OnStateTransition
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -22,7 +24,7 @@ PACKAGE = "spatial_mllm_ros"
 
 
 def generate_launch_description():
-    """Arguments: bag, rate, loop, start_delay_s, model_path, profile, camera_namespace, player_delay_s."""
+    """Arguments: bag, rate, loop, start_delay_s, model_path, profile, camera_namespace."""
     qa_launch = IncludeLaunchDescription(
         PythonLaunchDescriptionSource(PathJoinSubstitution([FindPackageShare(PACKAGE), "launch",
                                                             "spatial_mllm.launch.py"])),
@@ -56,10 +58,8 @@ def generate_launch_description():
         DeclareLaunchArgument("profile", default_value="cpu", description="config/<profile>.yaml"),
         DeclareLaunchArgument("camera_namespace", default_value="/camera",
                               description="Namespace of the bag's camera topics"),
-        DeclareLaunchArgument("player_delay_s", default_value="5.0",
-                              description="Seconds to wait before starting the player (model loading)"),
         qa_launch,
-        # The model loads in the node's configure step; the player's start delay covers discovery only,
-        # so give the node a head start before the first frames arrive.
-        TimerAction(period=LaunchConfiguration("player_delay_s"), actions=[player]),
+        # The only lifecycle node here is spatial_mllm_node: its first transition to "active" starts the
+        # player (once; a later re-activation does not replay the bag).
+        RegisterEventHandler(OnStateTransition(goal_state="active", entities=[player], handle_once=True)),
     ])

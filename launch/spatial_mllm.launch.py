@@ -6,10 +6,11 @@
     ros2 launch spatial_mllm_ros spatial_mllm.launch.py profile:=cpu model_path:=build/tiny_model
         camera_namespace:=/camera use_sim_time:=true        (one command line)
 
-The profile is ``config/<profile>.yaml`` of the installed package; ``model_path`` and
-``camera_namespace`` override it when given. With ``autostart:=true`` (default) the launch file emits
-the lifecycle ``configure`` transition, then ``activate`` once the node reports ``inactive`` (model
-loaded and warmed up), the standard launch_ros way.
+The profile is ``config/<profile>.yaml`` of the installed package (an unknown name is an error that
+lists the profiles); ``model_path`` and ``camera_namespace`` override it when given. With
+``autostart:=true`` (default) the launch file emits the lifecycle ``configure`` transition, then
+``activate`` once the node reports ``inactive`` (model loaded and engine prepared), the standard
+launch_ros way.
 """
 
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
@@ -22,6 +23,7 @@ from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
 
 from launch import LaunchDescription
+from spatial_mllm_ros.engine.parameters import profile_path
 
 PACKAGE = "spatial_mllm_ros"
 
@@ -34,7 +36,7 @@ def _lifecycle_event(node, transition_id):
 def _node_and_transitions(context):
     """Build the node from the evaluated arguments (optional overrides are only set when given)."""
     profile = LaunchConfiguration("profile").perform(context)
-    profile_file = f"{FindPackageShare(PACKAGE).perform(context)}/config/{profile}.yaml"
+    profile_file = str(profile_path(profile, f"{FindPackageShare(PACKAGE).perform(context)}/config"))
     overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() == "true"}
     model_path = LaunchConfiguration("model_path").perform(context)
     if model_path:

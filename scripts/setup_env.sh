@@ -54,6 +54,15 @@ export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export PATH="$VENV/bin:$PATH"
 mkdir -p build
+# tf2_msgs/TFMessage (tf poses without tf2_ros): built from its definition only when find_package fails.
+if ! cmake -S interfaces/tf2_msgs/probe -B build/tf2_msgs_probe -DCMAKE_PREFIX_PATH="$VENV" \
+    -DPython3_EXECUTABLE="$VPY" > build/tf2_msgs_probe.log 2>&1; then
+  log "building tf2_msgs/TFMessage (no tf2_msgs found)"
+  cmake -S interfaces/tf2_msgs -B build/tf2_msgs -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$VPY" \
+    -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release > build/tf2_msgs.log 2>&1 &&
+    cmake --build build/tf2_msgs -j "$(nproc)" >> build/tf2_msgs.log 2>&1 &&
+    cmake --install build/tf2_msgs > /dev/null || { tail -40 build/tf2_msgs.log; exit 1; }
+fi
 if [ ! -f build/ros/CMakeCache.txt ]; then
   log "configuring the ROS build"
   cmake -S . -B build/ros -DCMAKE_INSTALL_PREFIX="$VENV" -DPython3_EXECUTABLE="$VPY" \

@@ -69,7 +69,7 @@ class NodeProcess:
     """
 
     def __init__(self, module: str, ros_args: list[str], domain_id: int, log_path: Path,
-                 console_script: str | None = None) -> None:
+                 console_script: str | None = None, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
@@ -78,7 +78,8 @@ class NodeProcess:
             command = [str(Path(PYTHON).parent / console_script)]
             assert Path(command[0]).is_file(), f"console script {command[0]} is not installed (make setup)"
         self.process = subprocess.Popen([*command, "--ros-args", *ros_args], cwd=REPO_ROOT,
-                                        env=ros_env(domain_id), stdout=self._log, stderr=subprocess.STDOUT)
+                                        env={**ros_env(domain_id), **(env or {})}, stdout=self._log,
+                                        stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         """Everything the process printed so far."""
@@ -141,8 +142,12 @@ class RosClient:
             self.node.destroy_client(client)
 
     def call_many_async(self, srv_type, name: str, requests: list, timeout: float = 30.0) -> list:
-        """Send several requests at once (no waiting in between); futures in request order."""
-        client = self.node.create_client(srv_type, name)
+        """Send several requests at once (no waiting in between); futures in request order.
+
+        The client's history holds all of them (the default depth of 10 would drop responses of a burst).
+        """
+        qos = QoSProfile(depth=max(10, len(requests)), reliability=ReliabilityPolicy.RELIABLE)
+        client = self.node.create_client(srv_type, name, qos_profile=qos)
         assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
         return [client.call_async(r) for r in requests]
 

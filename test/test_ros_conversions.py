@@ -57,7 +57,7 @@ def test_rgb8_is_a_zero_copy_view_of_the_message_buffer():
 
 
 @pytest.mark.parametrize(("mutate", "reason"), [
-    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported encoding"),
+    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported colour encoding"),
     (lambda m: setattr(m, "step", 5), "step 5 is smaller"),
     (lambda m: setattr(m, "data", bytes(10)), r"data size 10 != step\*height"),
     (lambda m: setattr(m, "data", b""), "image data is empty"),
@@ -100,7 +100,7 @@ def test_compressed_png_and_jpeg_decode_and_garbage_is_rejected():
             np.testing.assert_array_equal(out, RGB)
     bad = CompressedImage(format="jpeg")
     bad.data = b"not an image at all"
-    with pytest.raises(ValueError, match="cannot decode"):
+    with pytest.raises(ValueError, match="JPEG or PNG expected"):
         conv.compressed_to_rgb(bad)
     with pytest.raises(ValueError, match="empty"):
         conv.compressed_to_rgb(CompressedImage(format="png"))
@@ -125,8 +125,16 @@ def test_pose_matrix_round_trip_and_camera_info():
     np.testing.assert_allclose(conv.pose_to_matrix(conv.matrix_to_pose(matrix)), matrix, atol=1e-12)
     info = CameraInfo(k=[500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0])
     assert conv.camera_info_to_k(info)[0, 2] == 320.0
-    with pytest.raises(ValueError, match="uncalibrated"):
+    with pytest.raises(conv.MalformedMessageError, match="fx, fy > 0") as raised:
         conv.camera_info_to_k(CameraInfo())
+    assert raised.value.reason == "bad_intrinsics"
+    absurd = CameraInfo(k=[1e-300, 0.0, 320.0, 0.0, 1e-300, 240.0, 0.0, 0.0, 1.0])
+    with pytest.raises(conv.MalformedMessageError):
+        conv.camera_info_to_k(absurd)
+    far = conv.matrix_to_pose(np.eye(4))
+    far.position.x = 1e300
+    with pytest.raises(conv.MalformedMessageError, match="pose"):
+        conv.pose_to_matrix(far)
 
 
 @dataclass

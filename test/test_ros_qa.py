@@ -176,7 +176,7 @@ def test_malformed_images_are_counted_and_dropped_while_the_node_keeps_answering
 
 def test_busy_rejection_when_the_queue_is_full(client):
     # queue_size 1: while the first question is being answered, the others are refused at once.
-    requests = [AskSpatial.Request(question=f"How far is object {i} from the door?", max_frames=6,
+    requests = [AskSpatial.Request(question=f"How far is object {i} from the door?", max_frames=4,
                                    query_id=f"busy-{i}") for i in range(3)]
     completion_order: list[str] = []
     futures = client.call_many_async(AskSpatial, f"{NODE}/ask", requests)
@@ -191,10 +191,10 @@ def test_busy_rejection_when_the_queue_is_full(client):
     busy = [a for a in answers if a.error.startswith("busy")]
     answered = [a for a in answers if a.error == ""]
     assert len(busy) >= 1 and len(answered) >= 1 and len(busy) + len(answered) == 3
-    assert all(a.answer_kind == SpatialAnswer.KIND_NONE and "queue_size=1" in a.error for a in busy)
+    assert all(a.answer_kind == SpatialAnswer.KIND_NONE and "capacity 1" in a.error for a in busy)
     # The rejections came back at once, before the question being answered finished.
     wait_until(lambda: len(completion_order) == 3, 10.0, "three completions")
     last_answered = max(completion_order.index(a.query_id) for a in answered)
     assert last_answered > max(completion_order.index(a.query_id) for a in busy)
-    values = _wait_diagnostic(client, "rejected_busy", len(busy))
+    values = _wait_diagnostic(client, "questions_rejected_busy", len(busy))
     assert int(values["queue_size"]) == 1

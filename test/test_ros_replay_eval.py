@@ -102,6 +102,7 @@ def replayed(scene, questions_file, model_dir, tmp_path_factory):
     try:
         client.diagnostics = client.collect(DiagnosticArray, "/diagnostics")
         wait_for_state(client, NODE, "active", node, timeout=180.0)
+        # the whole bag plays in ~0.5 s: the delay lets discovery finish even on a loaded machine
         player = NodeProcess("spatial_mllm_ros.ros.bag_player",
                              ["-p", f"bag:={scene.bag}", "-p", "rate:=4.0", "-p", "start_delay_s:=1.0",
                               "-p", "wait_for_subscribers_s:=30.0"],

@@ -18,6 +18,19 @@ DEPTH_ENCODINGS = {"16UC1": (np.dtype("<u2"), 0.001), "mono16": (np.dtype("<u2")
                    "32FC1": (np.dtype("<f4"), 1.0)}
 # Colour encodings understood by :func:`rgb_view`: channels in memory and whether to reverse them.
 COLOR_ENCODINGS = {"rgb8": (3, False), "bgr8": (3, True), "rgba8": (4, False), "bgra8": (4, True)}
+# What the QA engine can show the model: at least 2 pixels a side, and an aspect ratio Qwen2.5-VL's
+# resize accepts (its smart_resize refuses more than 200:1). The buffer refuses other frames at ingest.
+MIN_FRAME_SIDE = 2
+MAX_FRAME_ASPECT = 200
+
+
+def frame_size_problem(height: int, width: int) -> str:
+    """Why a ``height`` x ``width`` image cannot be shown to the model, or "" (buffer and engine rule)."""
+    if min(height, width) < MIN_FRAME_SIDE:
+        return f"too small ({width}x{height}; at least {MIN_FRAME_SIDE} pixels a side)"
+    if max(height, width) > MAX_FRAME_ASPECT * min(height, width):
+        return f"aspect ratio of {width}x{height} exceeds {MAX_FRAME_ASPECT}:1"
+    return ""
 
 
 @dataclass

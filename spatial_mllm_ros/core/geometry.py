@@ -4,11 +4,19 @@
 
 Conventions: poses are (4, 4) float64 camera-to-world transforms with OpenCV camera axes (x right,
 y down, z forward); quaternions at this module's boundary are in ROS order (x, y, z, w).
+
+Sanity bounds (finite is not enough: ``fx=1e-300`` or a pose at 1e300 m overflow later arithmetic):
+a translation is at most :data:`MAX_TRANSLATION_M` from the origin (covers UTM and Earth-centred
+coordinates); focal lengths lie in [:data:`MIN_FOCAL_PX`, :data:`MAX_FOCAL_PX`] pixels (below one pixel
+the field of view of any real image is ~180 degrees; 1e6 px is a 0.03-degree telescope at 640 px), the
+principal point and skew within :data:`MAX_PRINCIPAL_PX`. :func:`check_pose` / :func:`check_intrinsics`
+say why a value is refused with a reason key (``invalid_data`` or ``out_of_bounds``) for counters.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 import transforms3d.quaternions as tq
@@ -16,6 +24,19 @@ from scipy.spatial.transform import Rotation, Slerp
 
 # A rotation block further than this from orthonormal (max abs entry of R^T R - I) is rejected.
 ROTATION_TOLERANCE = 1e-3
+MAX_TRANSLATION_M = 1.0e7
+MIN_FOCAL_PX = 1.0
+MAX_FOCAL_PX = 1.0e6
+MAX_PRINCIPAL_PX = 1.0e6
+INVALID_DATA = "invalid_data"
+OUT_OF_BOUNDS = "out_of_bounds"
+
+
+class GeometryIssue(NamedTuple):
+    """Why a pose or an intrinsics matrix is refused: a reason key for counters and a message."""
+
+    reason: str
+    message: str
 
 
 def pose_from_translation_quaternion(translation, quaternion_xyzw) -> np.ndarray:
@@ -42,31 +63,65 @@ def pose_to_translation_quaternion(pose: np.ndarray) -> tuple[np.ndarray, np.nda
     return pose[:3, 3].copy(), np.array([x, y, z, w])
 
 
+def _finite_matrix(value, name: str, size: int) -> np.ndarray | GeometryIssue:
+    """``value`` as a finite (size, size) float64 array, or why it is not one."""
+    try:
+        matrix = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return GeometryIssue(INVALID_DATA, f"{name} is not a numeric array")
+    if matrix.shape != (size, size):
+        return GeometryIssue(INVALID_DATA, f"{name} must be {size}x{size}, got shape {matrix.shape}")
+    if not np.all(np.isfinite(matrix)):
+        return GeometryIssue(INVALID_DATA, f"{name} has non-finite entries")
+    return matrix
+
+
+def check_pose(pose) -> GeometryIssue | None:
+    """Why ``pose`` is not a usable rigid camera-to-world transform (reason + message), or None."""
+    pose = _finite_matrix(pose, "pose", 4)
+    if isinstance(pose, GeometryIssue):
+        return pose
+    if not np.allclose(pose[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
+        return GeometryIssue(INVALID_DATA, f"pose bottom row must be [0, 0, 0, 1], got {pose[3].tolist()}")
+    rotation = pose[:3, :3]
+    if np.max(np.abs(rotation)) > 1.0 + ROTATION_TOLERANCE \
+            or np.max(np.abs(rotation.T @ rotation - np.eye(3))) > ROTATION_TOLERANCE \
+            or np.linalg.det(rotation) <= 0:
+        return GeometryIssue(INVALID_DATA, "pose rotation block is not a proper rotation")
+    distance = float(np.max(np.abs(pose[:3, 3])))
+    if distance > MAX_TRANSLATION_M:
+        return GeometryIssue(OUT_OF_BOUNDS,
+                             f"pose translation {distance:.3g} m exceeds {MAX_TRANSLATION_M:.0e} m")
+    return None
+
+
+def check_intrinsics(intrinsics) -> GeometryIssue | None:
+    """Why ``intrinsics`` is not a usable (3, 3) pinhole matrix (reason + message), or None."""
+    k = _finite_matrix(intrinsics, "intrinsics", 3)
+    if isinstance(k, GeometryIssue):
+        return k
+    if k[0, 0] <= 0 or k[1, 1] <= 0 or k[2, 2] != 1.0 or np.any(k[[1, 2, 2], [0, 0, 1]] != 0.0):
+        return GeometryIssue(INVALID_DATA, "intrinsics need fx, fy > 0, K[2,2] == 1 and zeros below the "
+                             f"diagonal, got {k.tolist()}")
+    fx, fy = float(k[0, 0]), float(k[1, 1])
+    if not (MIN_FOCAL_PX <= fx <= MAX_FOCAL_PX and MIN_FOCAL_PX <= fy <= MAX_FOCAL_PX):
+        return GeometryIssue(OUT_OF_BOUNDS, f"focal lengths fx={fx:.3g}, fy={fy:.3g} px are outside "
+                             f"{MIN_FOCAL_PX:g}..{MAX_FOCAL_PX:.0e} px")
+    if np.max(np.abs(k[[0, 1, 0], [2, 2, 1]])) > MAX_PRINCIPAL_PX:
+        return GeometryIssue(OUT_OF_BOUNDS, f"principal point or skew beyond {MAX_PRINCIPAL_PX:.0e} px")
+    return None
+
+
 def pose_problem(pose) -> str:
     """Why ``pose`` is not a usable rigid camera-to-world transform, or "" when it is."""
-    pose = np.asarray(pose)
-    if pose.shape != (4, 4):
-        return f"pose must be 4x4, got shape {pose.shape}"
-    if not np.all(np.isfinite(pose)):
-        return "pose has non-finite entries"
-    if not np.allclose(pose[3], (0.0, 0.0, 0.0, 1.0), atol=1e-6):
-        return f"pose bottom row must be [0, 0, 0, 1], got {pose[3].tolist()}"
-    rotation = pose[:3, :3]
-    if np.max(np.abs(rotation.T @ rotation - np.eye(3))) > ROTATION_TOLERANCE or np.linalg.det(rotation) <= 0:
-        return "pose rotation block is not a proper rotation"
-    return ""
+    issue = check_pose(pose)
+    return issue.message if issue else ""
 
 
 def intrinsics_problem(intrinsics) -> str:
     """Why ``intrinsics`` is not a usable (3, 3) pinhole matrix, or "" when it is."""
-    k = np.asarray(intrinsics)
-    if k.shape != (3, 3):
-        return f"intrinsics must be 3x3, got shape {k.shape}"
-    if not np.all(np.isfinite(k)):
-        return "intrinsics have non-finite entries"
-    if k[0, 0] <= 0 or k[1, 1] <= 0 or k[2, 2] != 1.0:
-        return f"intrinsics need fx, fy > 0 and K[2,2] == 1, got fx={k[0, 0]}, fy={k[1, 1]}, K22={k[2, 2]}"
-    return ""
+    issue = check_intrinsics(intrinsics)
+    return issue.message if issue else ""
 
 
 def intrinsics_from_camera_info(k_row_major) -> np.ndarray:

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from spatial_mllm_ros.engine.registry import BACKEND_NAMES
 from spatial_mllm_ros.engine.trt import (
     EngineCache,
     ShapeProfile,
@@ -64,6 +65,13 @@ class VisualBackend(ABC):
         ``video_tchw`` [T, 3, H, W] in 0..1 (the VGGT input, same frames and resolution).
         Returns [grid_t*grid_h*grid_w/4, hidden] on the model's device in the model's dtype.
         """
+
+    def prepare(self, num_frames: int, height: int, width: int) -> list[str]:
+        """Build or load what encoding ``num_frames`` frames of ``height`` x ``width`` model pixels needs.
+
+        Returns what was built or loaded (e.g. graph paths); eager torch needs nothing.
+        """
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to free by default
         """Free what the backend holds beyond the model (sessions, engines)."""
@@ -230,6 +238,7 @@ class _PerShapeBackend(VisualBackend):
         # (frames, height, width) -> runner, least recently used first; each holds a copy of the weights
         self._runners: OrderedDict[tuple[int, int, int], Any] = OrderedDict()
         self._lock = threading.Lock()
+        self.exports = 0  # graphs exported by this backend (a rebuild after prepare() shows here)
 
     def onnx_path(self, num_frames: int, height: int, width: int) -> Path:
         """Where the exported graph for this shape lives."""
@@ -240,7 +249,13 @@ class _PerShapeBackend(VisualBackend):
         path = self.onnx_path(num_frames, height, width)
         if not path.is_file():
             export_visual_onnx(self.model, num_frames, height, width, path)
+            self.exports += 1
         return path
+
+    def prepare(self, num_frames: int, height: int, width: int) -> list[str]:
+        """Export (unless on disk) and load the graph/engine for this shape; returns the graph's path."""
+        self._runner((int(num_frames), int(height), int(width)))
+        return [str(self.onnx_path(num_frames, height, width))]
 
     def _runner(self, shape: tuple[int, int, int]) -> Any:
         with self._lock:
@@ -361,9 +376,6 @@ class TensorRTBackend(_PerShapeBackend):
             return runner(inputs)[ONNX_OUTPUT_NAME]
 
         return run
-
-
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
 
 
 def make_backend(name: str, model: nn.Module, export_dir: str | Path, model_id: str | None = None,

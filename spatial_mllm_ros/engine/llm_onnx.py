@@ -39,9 +39,11 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from spatial_mllm_ros.engine.registry import LLM_BACKEND_NAMES, LLM_QUANTIZATIONS
+
 LLM_ONNX_OPSET = 17
 LLM_INPUTS = ("inputs_embeds", "attention_mask", "position_ids")
-QUANTIZATIONS = ("none", "int8", "int4")
+QUANTIZATIONS = LLM_QUANTIZATIONS
 
 
 def past_names(num_layers: int) -> list[str]:
@@ -526,7 +528,7 @@ def llm_shape_profile(shape: LLMShape, max_batch: int, max_length: int) -> Any:
     return ShapeProfile.ranged(ranges)
 
 
-LLM_BACKENDS = ("torch", "onnxruntime", "tensorrt")
+LLM_BACKENDS = LLM_BACKEND_NAMES
 LLM_BACKEND_ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt"}
 
 

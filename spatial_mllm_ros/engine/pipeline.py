@@ -32,25 +32,20 @@ import numpy as np
 import torch
 
 from spatial_mllm_ros.core.answers import parse_answer
-from spatial_mllm_ros.core.frames import Frame
+from spatial_mllm_ros.core.frames import Frame, frame_size_problem
 from spatial_mllm_ros.core.prompts import OPEN_TASK_TYPE, TASK_TYPES, build_prompt, infer_task_type
 from spatial_mllm_ros.core.selection import Selection, make_selector
 from spatial_mllm_ros.engine.answer import Answer
 from spatial_mllm_ros.engine.backends import VisualBackend, make_backend
 from spatial_mllm_ros.engine.cache import FeatureCache, FeatureKey, nbytes_of
 from spatial_mllm_ros.engine.decoding import PrefixDecoder, PrefixState, prefix_length
+from spatial_mllm_ros.engine.requests import MAX_OPTION_CHARS, MAX_OPTIONS, MAX_QUESTION_CHARS
+from spatial_mllm_ros.engine.shapes import PreparedShape, PrepareReport, frame_slots, spread_frames
 
 NO_MODEL = "no model loaded"
 EMPTY_BUFFER = "empty buffer"
-DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
-}
 DEFAULT_CACHE_BYTES = 1 << 30
 DEFAULT_MAX_PIXELS = 768 * 28 * 28
-MAX_QUESTION_CHARS = 4000
-MAX_OPTIONS = 26
 QUESTION_FIELDS = ("question", "options", "task_type", "query_id")
 
 
@@ -176,15 +171,14 @@ class SpatialQA:
         llm_backend: str = "torch",
         llm_options: Mapping[str, Any] | None = None,
     ):
-        if dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; choose from {sorted(DTYPES)}")
         from spatial_mllm_ros.engine.llm_onnx import check_llm_backend
+        from spatial_mllm_ros.model.loading import resolve_dtype
 
         check_llm_backend(llm_backend, llm_options)
         if max_frames < 1 or max_new_tokens < 1 or max_batch < 1:
             raise ValueError("max_frames, max_new_tokens and max_batch must be >= 1")
         self.device = torch.device(device)
-        self.dtype = DTYPES[dtype]
+        self.dtype = resolve_dtype(dtype)
         self.max_frames = int(max_frames)
         self.max_new_tokens = int(max_new_tokens)
         self.max_pixels = int(max_pixels)
@@ -201,6 +195,7 @@ class SpatialQA:
         self._decoder: PrefixDecoder | None = None
         self.llm: Any = None
         self.model_dir: Path | None = None
+        self.prepared: PreparedShape | None = None  # set by prepare(): every video is mapped onto it
         self._lock = threading.RLock()
         if model_dir is None:
             return
@@ -348,6 +343,63 @@ class SpatialQA:
             positions = torch.arange(ids.shape[1], device=self.device).view(1, 1, -1).expand(3, 1, -1)
             self.llm(self._decoder.embed(ids), torch.ones_like(ids), positions, None)
 
+    def prepare(self, num_frames: int | None = None, height: int | None = None,
+                width: int | None = None) -> PrepareReport:
+        """Build or load the visual engines at the one shape questions will have, then warm up there.
+
+        ``num_frames`` (default ``max_frames``) frames of ``height`` x ``width`` camera pixels: the ONNX
+        graph / TensorRT engine for that shape is exported or loaded now, and a dummy question runs at
+        it (language-model kernels included), so the first real question costs what later ones do.
+        From then on every video is mapped onto this shape (see :mod:`~spatial_mllm_ros.engine.shapes`):
+        fewer frames are spread over the slots, other sizes resized, more frames than ``num_frames``
+        not selected; the backend never builds again. Without a size only the text-only warm-up runs.
+        Raises ValueError for a bad shape (or without a model), and what the backend raises when
+        building fails.
+        """
+        from spatial_mllm_ros.model.preprocessing import smart_resize
+
+        if not self.model_loaded:
+            raise ValueError(NO_MODEL)
+        slots = frame_slots(int(num_frames if num_frames is not None else self.max_frames))
+        report = PrepareReport(backend=self.backend_name, shape=None)
+        started = time.perf_counter()
+        if not height or not width:
+            self.warmup()
+            report.warmup_s = time.perf_counter() - started
+            return report
+        size_problem = frame_size_problem(int(height), int(width))
+        if size_problem:
+            raise ValueError(f"cannot prepare for input frames {size_problem}")
+        model_hw = smart_resize(int(height), int(width), **self._pixel_limits())
+        shape = PreparedShape(slots, (int(height), int(width)), model_hw)
+        with self._lock:
+            exports_before = getattr(self.backend, "exports", 0)
+            report.built = self.backend.prepare(slots, *model_hw)
+            report.exports = getattr(self.backend, "exports", 0) - exports_before
+            report.build_s = time.perf_counter() - started
+            self.prepared = report.shape = shape
+            started = time.perf_counter()
+            self._warm_question(shape)
+            report.warmup_s = time.perf_counter() - started
+        return report
+
+    def _warm_question(self, shape: PreparedShape) -> None:
+        """One question on synthetic frames at the prepared shape, leaving the feature cache as it was."""
+        height, width = shape.input_hw
+        ramp = np.linspace(0, 255, height * width * 3, dtype=np.float64).astype(np.uint8)
+        frames = [Frame(stamp=0.1 * i, camera_id="__warmup__",
+                        rgb=np.roll(ramp, 97 * i).reshape(height, width, 3)) for i in range(shape.num_frames)]
+        given = Selection(indices=list(range(len(frames))), method="given", candidates=len(frames))
+        encoded = self._prepare_and_encode(frames, given, 0.0)
+        encoded.key = None  # not cached: nobody asks about these frames again
+        self._generate_all(encoded, [build_prompt("How many chairs are in this room?")], 1)
+
+    def _pixel_limits(self) -> dict[str, int]:
+        limits = {"max_pixels": self.max_pixels}
+        if self.min_pixels is not None:
+            limits["min_pixels"] = self.min_pixels
+        return limits
+
     def close(self) -> None:
         """Free the model, the backend's sessions/engines and the feature cache."""
         with self._lock:
@@ -392,8 +444,8 @@ class SpatialQA:
                 return fail("options must be a list of strings")
             if not all(isinstance(o, str) and o.strip() for o in options):
                 return fail("every option must be a non-empty string")
-            if len(options) > MAX_OPTIONS:
-                return fail(f"at most {MAX_OPTIONS} options, got {len(options)}")
+            if len(options) > MAX_OPTIONS or max(map(len, options), default=0) > MAX_OPTION_CHARS:
+                return fail(f"at most {MAX_OPTIONS} options of at most {MAX_OPTION_CHARS} characters")
             options = list(options) or None
         if task_type in (None, ""):
             task_type = infer_task_type(question, options)
@@ -415,8 +467,9 @@ class SpatialQA:
                 return f"frames[{index}] is a {type(frame).__name__}, not a Frame"
             if not (isinstance(frame.stamp, (int, float)) and math.isfinite(frame.stamp)):
                 return f"frames[{index}] has a non-finite stamp"
-            if min(frame.rgb.shape[:2]) < 2:
-                return f"frames[{index}] is too small ({frame.rgb.shape[1]}x{frame.rgb.shape[0]})"
+            size_problem = frame_size_problem(*frame.rgb.shape[:2])
+            if size_problem:
+                return f"frames[{index}] is {size_problem}"
         return ""
 
     def _check_common(self, frames: Any, max_frames: Any) -> str:
@@ -432,6 +485,8 @@ class SpatialQA:
         order = sorted(range(len(frames)), key=lambda i: frames[i].stamp)
         if order != list(range(len(frames))):
             frames = [frames[i] for i in order]  # selection indices refer to time order
+        if self.prepared is not None:  # the engines exist for this many frames, no more
+            k = min(k, self.prepared.num_frames)
         t0 = time.perf_counter()
         selection = self.selector.select(frames, min(k, len(frames)))
         selection_ms = _ms(time.perf_counter() - t0)
@@ -447,12 +502,13 @@ class SpatialQA:
         stamps = [float(f.stamp) for f in chosen]
         camera_ids = [f.camera_id for f in chosen]
         height, width = chosen[0].rgb.shape[:2]
-        pixel_limits = {"max_pixels": self.max_pixels}
-        if self.min_pixels is not None:
-            pixel_limits["min_pixels"] = self.min_pixels
+        pixel_limits = self._pixel_limits()
+        variant = f"{self.backend_name}/{self.dtype}/{self.device}"
+        prepared = self.prepared
+        if prepared is not None and len(chosen) <= prepared.num_frames:  # map onto the built shape
+            (height, width), variant = prepared.input_hw, f"{variant}/T{prepared.num_frames}"
         model_hw = smart_resize(height, width, **pixel_limits)  # the resolution the model sees
-        key = FeatureKey.from_frames(stamps, camera_ids, model_hw[0], model_hw[1], self.model_id,
-                                     f"{self.backend_name}/{self.dtype}/{self.device}",
+        key = FeatureKey.from_frames(stamps, camera_ids, model_hw[0], model_hw[1], self.model_id, variant,
                                      images=[f.rgb for f in chosen])
         t0 = time.perf_counter()
         entry = self.cache.get(key)
@@ -460,8 +516,11 @@ class SpatialQA:
             return _Encoded(selection, stamps, camera_ids, entry, selection_ms, 0.0,
                             _ms(time.perf_counter() - t0), cache_hit=True)
         t0 = time.perf_counter()
-        rgb = np.stack([_resized(f.rgb, height, width) for f in chosen])  # [T, H, W, 3] uint8
-        video = prepare_video(rgb, stamps, **pixel_limits)
+        shown = chosen
+        if prepared is not None and len(chosen) <= prepared.num_frames:
+            shown = spread_frames(chosen, prepared.num_frames)
+        rgb = np.stack([_resized(f.rgb, height, width) for f in shown])  # [T, H, W, 3] uint8
+        video = prepare_video(rgb, [float(f.stamp) for f in shown], **pixel_limits)
         prepare_ms = _ms(time.perf_counter() - t0)
         t0 = time.perf_counter()
         fused = self.backend.encode(video.pixel_values_videos, video.video_grid_thw, video.video_tchw[0])

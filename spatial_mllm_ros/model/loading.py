@@ -35,15 +35,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .configuration_spatial_mllm import SpatialMLLMConfig
-
-if TYPE_CHECKING:
-    from .modeling_spatial_mllm import SpatialMLLMForConditionalGeneration
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -331,13 +328,17 @@ def _check_keys(model_dir: Path, expected: dict[str, torch.Size], found: dict[st
 def load_spatial_mllm(
     model_dir: str | Path,
     *,
+    model_class: Callable[..., nn.Module],
     dtype: torch.dtype | str = torch.float32,
     load_spatial_heads: bool = False,
     device: str | torch.device = "cpu",
     attn_implementation: str = "sdpa",
-    model_class: type[SpatialMLLMForConditionalGeneration] | None = None,
-) -> SpatialMLLMForConditionalGeneration:
+) -> nn.Module:
     """Load a local Spatial-MLLM checkpoint directory (see the module docstring for the rules).
+
+    ``model_class`` is the class to build (``SpatialMLLMForConditionalGeneration``, whose
+    ``from_pretrained`` calls this function): this module never imports the model, so the two
+    modules import one way only.
 
     Returns the model in eval mode on ``device`` with every floating-point parameter in ``dtype``
     ("auto": the config's ``torch_dtype``; non-persistent rotary buffers stay float32) and
@@ -346,9 +347,6 @@ def load_spatial_mllm(
     """
     from transformers import GenerationConfig
 
-    from .modeling_spatial_mllm import SpatialMLLMForConditionalGeneration
-
-    model_class = model_class or SpatialMLLMForConditionalGeneration
     model_dir = Path(model_dir)
     config = load_config(model_dir, attn_implementation)
     if dtype == "auto":  # the dtype the checkpoint says it was saved in

@@ -39,6 +39,7 @@ from transformers import GenerationMixin, Qwen2_5_VLForConditionalGeneration
 
 from .configuration_spatial_mllm import SpatialMLLMConfig
 from .connector import MLPAddConnector, drop_special_tokens
+from .loading import load_spatial_mllm
 from .vggt import HEAD_NAMES, VGGT, VGGTConfig, vggt_config_from_spatial_config
 
 # Generation kwargs that only the prefill step consumes (the KV cache holds their effect afterwards).
@@ -106,8 +107,6 @@ class SpatialMLLMForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
 
         See :func:`spatial_mllm_ros.model.loading.load_spatial_mllm` for the rules and errors.
         """
-        from .loading import load_spatial_mllm
-
         return load_spatial_mllm(
             model_dir,
             dtype=dtype,

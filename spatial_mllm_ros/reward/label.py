@@ -22,8 +22,8 @@ from pathlib import Path
 from spatial_mllm_ros.reward.annotator import MODES, RewardAnnotator
 from spatial_mllm_ros.reward.dataset_writer import DatasetWriter
 from spatial_mllm_ros.reward.episodes import (
-    BAG,
     AUTO,
+    BAG,
     LEROBOT,
     EpisodeError,
     EpisodeLabels,

@@ -3,15 +3,13 @@
 """``spatial_mllm_composed``: the QA node and the reward annotator in one process, one model.
 
 A 4B-parameter model fits a Jetson once, not twice, and rclpy has no intra-process transport, so
-robots that want answers *and* trajectory rewards run both nodes here, on one multi-threaded
-executor, sharing one ``SpatialQA`` engine and the QA node's frame buffer.
+robots that want answers *and* trajectory rewards run both lifecycle nodes here, on one multi-threaded
+executor, sharing one engine and the QA node's frame buffer (tf poses resolved through its ingest).
 
-The engine is configured by the QA node's parameters (``model_path``, ``backend``, ``device``,
-``dtype``, ``selector``, ``max_frames``, ``max_new_tokens``) and loaded once, when first used: at the
-QA node's configure (lifecycle) or at the first reward goal, whichever comes first. Every engine
-call goes through the engine's own lock, so a question and a trajectory goal simply take turns.
-Parameters of each node are set per node name in a parameter file
-(``spatial_mllm_node:`` / ``reward_annotator_node:``).
+The engine is built once, by the same factory as everywhere (all engine parameters, read from the QA
+node: ``spatial_mllm_node:`` in a parameter file), at whichever configure comes first; the QA node
+prepares it at its shapes. A bad ``model_path`` fails that configure with the reason logged. Every
+engine call takes the engine's own lock, so a question and a trajectory goal simply take turns.
 """
 
 from __future__ import annotations
@@ -19,50 +17,42 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from spatial_mllm_ros.ros.engine_params import build_engine
 from spatial_mllm_ros.ros.qa_node import SpatialQANode
 from spatial_mllm_ros.ros.reward_node import RewardAnnotatorNode
 from spatial_mllm_ros.ros.runtime import run
 
-ENGINE_PARAMETERS = ("model_path", "backend", "device", "dtype", "selector", "max_frames", "max_new_tokens")
-
 
 class SharedEngine:
-    """One ``SpatialQA``, built on first use from a node's parameters, shared by several nodes.
-
-    Attribute access is forwarded to the engine (loading it if needed), so the nodes use it like a
-    ``SpatialQA``. ``close()`` frees it once, at process exit.
-    """
+    """The engine of the process: built on the first :meth:`get` from the QA node's parameters."""
 
     def __init__(self) -> None:
-        self._settings: dict[str, Any] | None = None
+        self._source: Any | None = None
         self._engine: Any | None = None
         self._lock = threading.Lock()
         self._closed = False
 
-    def configure_from(self, node: Any) -> None:
-        """Take the engine settings from a node's parameters (the QA node's)."""
-        self._settings = {name: node.get_parameter(name).value for name in ENGINE_PARAMETERS}
+    def take_parameters_from(self, node: Any) -> None:
+        """The node whose engine parameters build the engine (the QA node)."""
+        self._source = node
 
     def get(self) -> Any:
-        """The engine, loaded on the first call."""
+        """The engine, built on the first call (EngineConfigError naming the parameter when it cannot be)."""
         with self._lock:
             if self._engine is None:
                 if self._closed:
                     raise RuntimeError("the shared engine is closed")
-                if self._settings is None:
-                    raise RuntimeError("the shared engine has no settings (configure_from not called)")
-                from spatial_mllm_ros.engine import SpatialQA
-
-                s = self._settings
-                self._engine = SpatialQA(s["model_path"] or None, backend=s["backend"], device=s["device"],
-                                         dtype=s["dtype"], selector=s["selector"], max_frames=s["max_frames"],
-                                         max_new_tokens=s["max_new_tokens"])
+                if self._source is None:
+                    raise RuntimeError(
+                        "the shared engine has no parameters (take_parameters_from not called)"
+                    )
+                self._engine = build_engine(self._source)
             return self._engine
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.get(), name)
+    @property
+    def built(self) -> Any | None:
+        """The engine when it exists, else None (never builds)."""
+        return self._engine
 
     def close(self) -> None:
         """Free the engine (idempotent)."""
@@ -73,7 +63,7 @@ class SharedEngine:
 
 
 class ComposedNodes:
-    """Builds the two nodes in order, wiring the shared engine and the QA node's frame buffer.
+    """Builds the two nodes in order, wiring the shared engine and the QA node's frames.
 
     ``node_kwargs`` go to both nodes (e.g. ``context=`` or ``namespace=``).
     """
@@ -85,27 +75,28 @@ class ComposedNodes:
         self.reward_node: RewardAnnotatorNode | None = None
 
     def make_qa_node(self) -> SpatialQANode:
-        """The QA node, handed the shared engine (it does not own or close it)."""
-        self.qa_node = SpatialQANode(engine=self.engine, **self.node_kwargs)
-        self.engine.configure_from(self.qa_node)
+        """The QA node, on the shared engine (it prepares it but does not close it)."""
+        self.qa_node = SpatialQANode(engine_provider=self.engine.get, **self.node_kwargs)
+        self.engine.take_parameters_from(self.qa_node)
         return self.qa_node
 
     def make_reward_node(self) -> RewardAnnotatorNode:
-        """The reward node, on the same engine, reading live frames from the QA node's buffer."""
-        node = RewardAnnotatorNode(engine=self.engine, frame_source=self.live_frames, **self.node_kwargs)
-        self.reward_node = node
-        return node
+        """The reward node, on the same engine, reading live frames from the QA node."""
+        self.reward_node = RewardAnnotatorNode(
+            engine_provider=self.engine.get, frame_source=self.live_frames, **self.node_kwargs
+        )
+        return self.reward_node
 
     def live_frames(self, start: float | None, end: float | None) -> list:
-        """Frames of the QA node's buffer (its first camera) in a time window; [] when unconfigured."""
+        """Frames of the QA node's first camera in a time window (tf poses resolved); [] when unconfigured."""
         qa_node = self.qa_node
-        buffer = qa_node.frame_buffer
-        if buffer is None:
+        ingest = qa_node.camera_ingest if qa_node is not None else None
+        if ingest is None:
             return []
-        return buffer.frames(camera_id=qa_node.cameras[0], start=start, end=end)
+        return ingest.frames(start=start, end=end, camera=qa_node.cameras[0])
 
     def close(self) -> None:
-        """Free the engine after both nodes are closed (called by :func:`run`)."""
+        """Free the engine after both nodes are closed (called after :func:`run`)."""
         self.engine.close()
 
 

@@ -2,16 +2,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """Conversions between ROS messages and the package's numpy/engine types.
 
-cv_bridge is not available everywhere (and the PyPI copy is broken), so images are converted with
-numpy here: ``np.frombuffer`` over the message's buffer is free, outgoing images are built with
-``data=arr.tobytes()`` (assigning an ndarray to ``msg.data`` costs tens of milliseconds). Every
-malformed message raises :class:`MalformedMessageError` (a ``ValueError``) with a reason key and a
-message, so that a node can count it by reason and reject it.
+Decoding is not done here: every image goes through the ROS-free decoder of
+:mod:`spatial_mllm_ros.core.imaging` (the bag reader uses the same one) and every pose or intrinsics
+matrix through :mod:`spatial_mllm_ros.core.geometry`; this module only hands them message fields.
+Outgoing images are built with ``data=arr.tobytes()`` (assigning an ndarray to ``msg.data`` costs
+tens of milliseconds). Every malformed message raises :class:`MalformedMessageError` (an
+``ImageDecodeError``, itself a ``ValueError``) with a short ``reason`` key, so that a node can count it.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 from collections.abc import Sequence
@@ -19,34 +19,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Pose
+from geometry_msgs.msg import Pose, Transform
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from spatial_mllm_ros.core.frames import depth_view, rgb_view
+from spatial_mllm_ros.core import geometry, imaging
+from spatial_mllm_ros.core.imaging import COLOR_ENCODINGS, DEPTH_ENCODINGS
+from spatial_mllm_ros.core.imaging import ImageDecodeError as MalformedMessageError
 from spatial_mllm_ros.msg import FrameSelection, SpatialAnswer
 
 if TYPE_CHECKING:  # engine/core types are only read attribute by attribute here
     from spatial_mllm_ros.core.selection import Selection
     from spatial_mllm_ros.engine import Answer
 
-_BYTES_PER_PIXEL = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1,
-                    "16UC1": 2, "mono16": 2, "32FC1": 4}
+__all__ = ["COLOR_ENCODINGS", "DEPTH_ENCODINGS", "MalformedMessageError"]
+
 _KIND_CONSTANTS = {
     "none": SpatialAnswer.KIND_NONE,
     "choice": SpatialAnswer.KIND_CHOICE,
     "number": SpatialAnswer.KIND_NUMBER,
     "text": SpatialAnswer.KIND_TEXT,
 }
-COLOR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8")
-DEPTH_ENCODINGS = ("16UC1", "mono16", "32FC1")
-
-
-class MalformedMessageError(ValueError):
-    """A message that cannot be converted. ``reason`` is a short key for counters (e.g. "bad_step")."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def stamp_to_sec(stamp: Time) -> float:
@@ -63,84 +55,81 @@ def sec_to_stamp(seconds: float) -> Time:
     return Time(sec=int(sec), nanosec=int(nanosec))
 
 
-def _check_layout(msg: Image) -> None:
-    """Reject empty images and buffers whose size does not match step*height exactly."""
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise MalformedMessageError("empty_image", f"empty image ({width}x{height})")
-    size = len(msg.data)
-    if size == 0:
-        raise MalformedMessageError("empty_data", "image data is empty")
-    row_bytes = width * _BYTES_PER_PIXEL[msg.encoding]
-    if step < row_bytes:
-        raise MalformedMessageError(
-            "bad_step", f"step {step} is smaller than width*bytes_per_pixel = {row_bytes} ({msg.encoding})")
-    if size != step * height:
-        raise MalformedMessageError(
-            "size_mismatch", f"data size {size} != step*height = {step}*{height} = {step * height}")
+def image_to_rgb(msg: Image, max_pixels: int | None = None) -> np.ndarray:
+    """sensor_msgs/Image (rgb8, bgr8, rgba8, bgra8, mono8) -> (H, W, 3) uint8 RGB (a view when possible)."""
+    return imaging.decode_color(
+        msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels=max_pixels
+    )
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, bgra8) -> (H, W, 3) uint8 RGB.
-
-    Colour encodings come back as read-only views of the message buffer (no copy; bgr8/rgba8/bgra8
-    views have a non-contiguous last axis); mono8 is expanded to three channels (one copy).
-    Raises ValueError naming what is wrong (encoding, step, size, empty data).
-    """
-    encoding = str(msg.encoding)
-    if encoding not in COLOR_ENCODINGS:
-        raise MalformedMessageError(
-            "unsupported_encoding",
-            f"unsupported encoding {encoding!r} (expected one of {', '.join(COLOR_ENCODINGS)})")
-    _check_layout(msg)
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if encoding == "mono8":
-        rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(height, step)[:, :width]
-        return np.repeat(rows[:, :, None], 3, axis=2)
-    return rgb_view(msg.data, height, width, step, encoding)
+def depth_to_array(msg: Image, max_pixels: int | None = None) -> tuple[np.ndarray, float]:
+    """Depth image -> ((H, W) array, metres per unit): 16UC1/mono16 millimetres or 32FC1 metres."""
+    return imaging.decode_depth(
+        msg.encoding, msg.height, msg.width, msg.step, msg.data, bool(msg.is_bigendian), max_pixels=max_pixels
+    )
 
 
-def depth_to_array(msg: Image) -> tuple[np.ndarray, float]:
-    """Depth image -> ((H, W) array, metres per unit): 16UC1/mono16 millimetres or 32FC1 metres.
-
-    A zero-copy view unless the data is big-endian; ValueError with the reason when malformed.
-    """
-    encoding = str(msg.encoding)
-    if encoding not in DEPTH_ENCODINGS:
-        raise MalformedMessageError(
-            "unsupported_encoding",
-            f"unsupported depth encoding {encoding!r} (expected one of {', '.join(DEPTH_ENCODINGS)})")
-    _check_layout(msg)
-    return depth_view(msg.data, int(msg.height), int(msg.width), int(msg.step), encoding,
-                      is_bigendian=bool(msg.is_bigendian))
+def compressed_to_rgb(msg: CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """sensor_msgs/CompressedImage (JPEG or PNG only, size checked from the header) -> (H, W, 3) RGB."""
+    return imaging.decode_compressed_color(msg.format, msg.data, max_pixels=max_pixels)
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """sensor_msgs/CompressedImage (JPEG/PNG, format detected from the bytes) -> (H, W, 3) uint8 RGB."""
-    from PIL import Image as PILImage
-    from PIL import UnidentifiedImageError
+def compressed_to_depth(msg: CompressedImage, max_pixels: int | None = None) -> tuple[np.ndarray, float]:
+    """image_transport compressedDepth -> ((H, W) array, metres per unit)."""
+    return imaging.decode_compressed_depth(msg.format, msg.data, max_pixels=max_pixels)
 
-    data = bytes(msg.data)
-    if not data:
-        raise MalformedMessageError("empty_data", "compressed image data is empty")
-    if "compresseddepth" in str(msg.format).lower():
-        raise MalformedMessageError(
-            "unsupported_encoding", f"compressedDepth images are not colour images (format {msg.format!r})")
+
+def camera_info_to_k(msg: CameraInfo) -> np.ndarray:
+    """CameraInfo -> (3, 3) float64 intrinsics; MalformedMessageError when K is missing or unusable."""
     try:
-        with PILImage.open(io.BytesIO(data)) as image:
-            rgb = image.convert("RGB")
-            rgb.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise MalformedMessageError(
-            "undecodable", f"cannot decode compressed image (format {msg.format!r}): {error}") from error
-    array = np.asarray(rgb, dtype=np.uint8)
-    if array.size == 0:
-        raise MalformedMessageError("empty_image", "compressed image decodes to an empty image")
-    return array
+        return geometry.intrinsics_from_camera_info(msg.k)
+    except ValueError as error:
+        raise MalformedMessageError("bad_intrinsics", f"camera_info: {error}") from error
 
 
-def rgb_to_image(rgb: np.ndarray, stamp: float | Time | None = None, frame_id: str = "",
-                 encoding: str = "rgb8") -> Image:
+def _rigid(translation, quaternion_xyzw, what: str) -> np.ndarray:
+    try:
+        matrix = geometry.pose_from_translation_quaternion(translation, quaternion_xyzw)
+    except ValueError as error:
+        raise MalformedMessageError("bad_pose", f"{what}: {error}") from error
+    problem = geometry.pose_problem(matrix)
+    if problem:
+        raise MalformedMessageError("bad_pose", f"{what}: {problem}")
+    return matrix
+
+
+def pose_to_matrix(pose: Pose) -> np.ndarray:
+    """geometry_msgs/Pose -> (4, 4) float64 homogeneous transform (child -> parent)."""
+    p, o = pose.position, pose.orientation
+    return _rigid((p.x, p.y, p.z), (o.x, o.y, o.z, o.w), "pose")
+
+
+def transform_to_matrix(transform: Transform) -> np.ndarray:
+    """geometry_msgs/Transform -> (4, 4) float64 homogeneous transform (child -> parent)."""
+    t, q = transform.translation, transform.rotation
+    return _rigid((t.x, t.y, t.z), (q.x, q.y, q.z, q.w), "transform")
+
+
+def offset_to_matrix(offset: Sequence[float]) -> np.ndarray:
+    """[x, y, z, qx, qy, qz, qw] (a pose_offset parameter) -> (4, 4) transform."""
+    values = np.asarray(offset, dtype=np.float64).reshape(7)
+    return _rigid(values[:3], values[3:], "pose_offset")
+
+
+def matrix_to_pose(matrix: np.ndarray) -> Pose:
+    """(4, 4) rigid transform -> geometry_msgs/Pose."""
+    translation, quaternion = geometry.pose_to_translation_quaternion(matrix)
+    pose = Pose()
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in translation)
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (
+        float(v) for v in quaternion
+    )
+    return pose
+
+
+def rgb_to_image(
+    rgb: np.ndarray, stamp: float | Time | None = None, frame_id: str = "", encoding: str = "rgb8"
+) -> Image:
     """(H, W, 3) uint8 RGB (or (H, W) for mono8) -> sensor_msgs/Image, data via ``tobytes``."""
     array = np.asarray(rgb)
     if array.dtype != np.uint8:
@@ -155,8 +144,13 @@ def rgb_to_image(rgb: np.ndarray, stamp: float | Time | None = None, frame_id: s
     if encoding != "mono8" and (array.ndim != 3 or array.shape[2] != 3):
         raise ValueError(f"expected an (H, W, 3) array, got shape {array.shape}")
     height, width = array.shape[:2]
-    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=False,
-                step=width * (1 if encoding == "mono8" else 3))
+    msg = Image(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=False,
+        step=width * (1 if encoding == "mono8" else 3),
+    )
     _fill_header(msg, stamp, frame_id)
     msg.data = np.ascontiguousarray(array).tobytes()
     return msg
@@ -169,72 +163,16 @@ def depth_to_image(depth: np.ndarray, stamp: float | Time | None = None, frame_i
     if array.ndim != 2 or array.dtype not in encodings:
         raise ValueError(f"expected (H, W) float32 or uint16 depth, got {array.dtype} {array.shape}")
     height, width = array.shape
-    msg = Image(height=height, width=width, encoding=encodings[array.dtype],
-                is_bigendian=sys.byteorder == "big", step=width * array.dtype.itemsize)
+    msg = Image(
+        height=height,
+        width=width,
+        encoding=encodings[array.dtype],
+        is_bigendian=sys.byteorder == "big",
+        step=width * array.dtype.itemsize,
+    )
     _fill_header(msg, stamp, frame_id)
     msg.data = np.ascontiguousarray(array).tobytes()
     return msg
-
-
-def camera_info_to_k(msg: CameraInfo) -> np.ndarray:
-    """CameraInfo -> (3, 3) float64 intrinsics; ValueError when K is missing (all zeros) or malformed."""
-    k = np.asarray(msg.k, dtype=np.float64)
-    if k.size != 9:
-        raise MalformedMessageError("bad_intrinsics", f"camera_info K has {k.size} entries, expected 9")
-    k = k.reshape(3, 3)
-    if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise MalformedMessageError("uncalibrated", "camera_info K is uncalibrated (fx or fy not positive)")
-    return k
-
-
-def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """Unit quaternion (x, y, z, w) -> (3, 3) rotation matrix; ValueError when the norm is ~0."""
-    q = np.array([w, x, y, z], dtype=np.float64)
-    norm = float(np.linalg.norm(q))
-    if not math.isfinite(norm) or norm < 1e-9:
-        raise MalformedMessageError("bad_quaternion", "quaternion has zero or non-finite norm")
-    w, x, y, z = q / norm
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def pose_to_matrix(pose: Pose) -> np.ndarray:
-    """geometry_msgs/Pose -> (4, 4) float64 homogeneous transform (child -> parent)."""
-    matrix = np.eye(4)
-    o = pose.orientation
-    matrix[:3, :3] = quaternion_to_matrix(o.x, o.y, o.z, o.w)
-    p = pose.position
-    matrix[:3, 3] = (p.x, p.y, p.z)
-    if not np.all(np.isfinite(matrix)):
-        raise MalformedMessageError("bad_position", "pose has non-finite position")
-    return matrix
-
-
-def matrix_to_pose(matrix: np.ndarray) -> Pose:
-    """(4, 4) rigid transform -> geometry_msgs/Pose."""
-    m = np.asarray(matrix, dtype=np.float64)
-    r = m[:3, :3]
-    trace = float(np.trace(r))
-    if trace > 0:
-        s = math.sqrt(trace + 1.0) * 2
-        w, x, y, z = 0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s
-    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
-        s = math.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2]) * 2
-        w, x, y, z = (r[2, 1] - r[1, 2]) / s, 0.25 * s, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s
-    elif r[1, 1] > r[2, 2]:
-        s = math.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2]) * 2
-        w, x, y, z = (r[0, 2] - r[2, 0]) / s, (r[0, 1] + r[1, 0]) / s, 0.25 * s, (r[1, 2] + r[2, 1]) / s
-    else:
-        s = math.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1]) * 2
-        w, x, y, z = (r[1, 0] - r[0, 1]) / s, (r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, 0.25 * s
-    pose = Pose()
-    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in m[:3, 3])
-    pose.orientation.x, pose.orientation.y = float(x), float(y)
-    pose.orientation.z, pose.orientation.w = float(z), float(w)
-    return pose
 
 
 def _fill_header(msg: object, stamp: float | Time | None, frame_id: str) -> None:
@@ -274,18 +212,31 @@ def answer_to_msg(answer: Answer, stamp: float | Time | None = None, frame_id: s
     return msg
 
 
-def rejection_msg(reason: str, question: str = "", query_id: str = "", stamp: float | Time | None = None,
-                  task_type: str = "") -> SpatialAnswer:
+def rejection_msg(
+    reason: str,
+    question: str = "",
+    query_id: str = "",
+    stamp: float | Time | None = None,
+    task_type: str = "",
+) -> SpatialAnswer:
     """A SpatialAnswer that carries only a rejection reason (KIND_NONE)."""
-    msg = SpatialAnswer(query_id=query_id, question=question, task_type=task_type,
-                        answer_kind=SpatialAnswer.KIND_NONE, choice_index=-1, value=math.nan,
-                        confidence=-1.0, error=reason)
+    msg = SpatialAnswer(
+        query_id=query_id,
+        question=question,
+        task_type=task_type,
+        answer_kind=SpatialAnswer.KIND_NONE,
+        choice_index=-1,
+        value=math.nan,
+        confidence=-1.0,
+        error=reason,
+    )
     _fill_header(msg, stamp, "")
     return msg
 
 
-def selection_to_msg(selection: Selection, stamps: Sequence[float], stamp: float | Time | None = None,
-                     frame_id: str = "") -> FrameSelection:
+def selection_to_msg(
+    selection: Selection, stamps: Sequence[float], stamp: float | Time | None = None, frame_id: str = ""
+) -> FrameSelection:
     """Core Selection + the stamps of the chosen frames -> FrameSelection."""
     msg = FrameSelection()
     _fill_header(msg, stamp, frame_id)

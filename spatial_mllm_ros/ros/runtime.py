@@ -11,9 +11,11 @@ Long-running image nodes also need a bounded heap: see :func:`bound_heap_growth`
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -72,20 +74,58 @@ def run(node_factories: Sequence[Callable[[], Node]], args: list[str] | None = N
             start = getattr(node, "start", None)
             if callable(start):
                 start()
-        executor.spin()
+        _spin_surviving_callback_errors(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as error:  # a node that cannot start: say why, exit non-zero
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         exit_code = 1
     finally:
-        for node in reversed(nodes):
+        _close_ignoring_interrupts(nodes)
+    return exit_code
+
+
+def _spin_surviving_callback_errors(executor: MultiThreadedExecutor) -> None:
+    """``executor.spin()``, except that a callback's exception is logged and the spin goes on.
+
+    The nodes guard every callback they register (:mod:`spatial_mllm_ros.ros.boundary`); this is the
+    last line for callbacks that rclpy registers itself: e.g. a lifecycle ``change_state`` request for a
+    transition that is invalid in the current state raises inside rclpy's service callback, which
+    ``spin()`` would re-raise and so end the process.
+    """
+    logged: set[str] = set()
+    while executor.context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.5)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as error:
+            text = f"{type(error).__name__}: {error}"
+            if text not in logged and len(logged) < 100:
+                logged.add(text)
+                print(f"[spatial_mllm_ros] callback failed, node keeps running: {text}", file=sys.stderr)
+
+
+def _close_ignoring_interrupts(nodes: Sequence[Node]) -> None:
+    """Close the nodes and ROS with SIGINT ignored: the shutdown was asked for already.
+
+    ``ros2 launch`` forwards a terminal's Ctrl-C to every process of the group and sends its own
+    SIGINT too, so a second one commonly arrives while the first is being handled; it must neither
+    interrupt the clean-up with a KeyboardInterrupt traceback nor change the exit code.
+    """
+    with contextlib.suppress(ValueError):  # not the main thread (tests run nodes in threads)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for node in reversed(nodes):
+        try:
             close = getattr(node, "close", None)
             if callable(close):
                 close()
             node.destroy_node()
-        rclpy.try_shutdown()
-    return exit_code
+        except KeyboardInterrupt:  # raised before SIGINT was ignored (already pending)
+            pass
+    rclpy.try_shutdown()
+    with contextlib.suppress(ValueError):  # try_shutdown restored the handler rclpy replaced
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def parameter_descriptor(
