@@ -187,19 +187,21 @@ def test_transient_local_topics_reach_late_subscribers(tmp_path):
 
 def test_nothing_playable_is_an_error_with_the_reason(tmp_path):
     from rosbags.rosbag2 import Writer
+    from rosbags.typesys import get_types_from_msg
 
     from spatial_mllm_ros.bag.writer import jazzy_typestore
 
-    bag = tmp_path / "tf_only"
+    bag = tmp_path / "vendor_only"
     typestore = jazzy_typestore()
+    typestore.register(get_types_from_msg("float64 torque", "vendor_msgs/msg/Joint"))
     with Writer(bag, version=9) as writer:
-        connection = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=typestore)
-        message = typestore.types["tf2_msgs/msg/TFMessage"](transforms=[])
-        writer.write(connection, 1, typestore.serialize_cdr(message, "tf2_msgs/msg/TFMessage"))
+        connection = writer.add_connection("/arm/joint", "vendor_msgs/msg/Joint", typestore=typestore)
+        message = typestore.types["vendor_msgs/msg/Joint"](torque=1.5)
+        writer.write(connection, 1, typestore.serialize_cdr(message, "vendor_msgs/msg/Joint"))
     player = _play(bag, tmp_path, "nothing")
     player.process.wait(timeout=60)
     assert player.stop() == 1
-    assert "nothing to play" in player.output() and "package tf2_msgs not installed" in player.output()
+    assert "nothing to play" in player.output() and "package vendor_msgs not installed" in player.output()
     wrong = _play(bag, tmp_path, "wrong", "-p", "topics:=['/camera/color/image_raw']")
     wrong.process.wait(timeout=60)
     assert wrong.stop() == 1 and "no topic /camera/color/image_raw in the bag" in wrong.output()

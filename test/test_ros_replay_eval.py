@@ -41,11 +41,25 @@ BUFFER_FRAMES = 100  # both sides hold the whole bag
 BUFFER_MEGABYTES = 256.0
 
 
+# The node's parameters for each recording layout: a PoseStamped topic under /camera, or a RealSense
+# robot's topics with the camera pose only through the replayed /tf and /tf_static (the node's tf path).
+NODE_LAYOUT = {
+    "pose_topic": [],
+    "tf": ["-p", "camera.namespace:=/camera/camera",
+           "-p", "camera.depth_topic:=/camera/camera/aligned_depth_to_color/image_raw",
+           "-p", "camera.pose_source:=tf", "-p", "tf.target_frame:=map"],
+}
+
+
+@pytest.fixture(scope="module", params=sorted(NODE_LAYOUT))
+def layout(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    # the node's default topics with a pose topic (no tf2_msgs here to replay /tf with)
+def scene(layout, tmp_path_factory):
     return write_scene(tmp_path_factory.mktemp("scene") / "room", seed=1, width=160, height=120,
-                       num_frames=NUM_FRAMES, pose_source="pose_topic")
+                       num_frames=NUM_FRAMES, pose_source=layout)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +98,7 @@ def _diagnostics(client) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def replayed(scene, questions_file, model_dir, tmp_path_factory):
+def replayed(scene, layout, questions_file, model_dir, tmp_path_factory):
     """Start the node, replay the bag into it, ask every question through ~/ask; the answers by id."""
     domain_id = random_domain_id()
     logs = tmp_path_factory.mktemp("replay_logs")
@@ -95,7 +109,7 @@ def replayed(scene, questions_file, model_dir, tmp_path_factory):
          "-p", f"max_new_tokens:={MAX_NEW_TOKENS}", "-p", "selector:=space_aware",
          "-p", f"buffer.max_frames:={BUFFER_FRAMES}", "-p", f"buffer.max_megabytes:={BUFFER_MEGABYTES}",
          "-p", "qos.images.reliability:=reliable", "-p", "qos.images.depth:=100",
-         "-p", "diagnostics_period_s:=0.2", "-p", "warmup:=false"],
+         "-p", "diagnostics_period_s:=0.2", "-p", "warmup:=false", *NODE_LAYOUT[layout]],
         domain_id, logs / "node.log")
     client = RosClient(domain_id)
     player = None
@@ -137,6 +151,8 @@ def test_node_buffered_every_replayed_frame(replayed):
 def test_replayed_answers_equal_the_offline_evaluation(offline, replayed):
     answers, _ = replayed
     assert offline.frames_read == NUM_FRAMES
+    # every frame had depth, K and a pose (from /tf in the robot layout): metric coverage, no fallback
+    assert {row["selection_method"] for row in offline.rows} == {"space_aware"}
     assert set(answers) == {row["id"] for row in offline.rows}
     assert len({row["question_type"] for row in offline.rows}) == 10
     for row in offline.rows:
