@@ -14,10 +14,6 @@ from pathlib import Path
 from conftest import REPO_ROOT
 
 PACKAGE = "spatial_mllm_ros"
-# Cycles another change removes (reward/label.py <-> reward/ray_label.py, issue 11); drop when gone.
-PENDING_CYCLES = {frozenset({"spatial_mllm_ros.reward.label", "spatial_mllm_ros.reward.ray_label"})}
-
-
 def _module_name(path: Path) -> str:
     parts = path.relative_to(REPO_ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -101,4 +97,4 @@ def test_model_loading_and_modeling_import_one_way():
 
 
 def test_the_package_has_no_import_cycles():
-    assert [sorted(c) for c in cycles(import_graph()) if c not in PENDING_CYCLES] == []
+    assert [sorted(c) for c in cycles(import_graph())] == []
