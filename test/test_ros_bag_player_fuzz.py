@@ -100,7 +100,9 @@ def test_corrupt_recordings_end_in_documented_errors(recording, tmp_path_factory
 
 
 @pytest.mark.parametrize("corruption", [
-    ("truncate", 0.5), ("flip", [(0.0, 0xFF), (0.3, 0x55), (0.6, 0x0F)]), ("metadata", b"\xff\xfe: [unclosed"),
+    ("truncate", 0.5),
+    ("flip", [(0.0, 0xFF), (0.3, 0x55), (0.6, 0x0F)]),
+    ("metadata", b"\xff\xfe: [unclosed"),
     ("overwrite", 0.0, b"not an mcap file at all" * 8),
 ])
 def test_player_process_on_a_corrupt_recording_exits_with_a_reason(recording, tmp_path, corruption):
