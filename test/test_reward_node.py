@@ -140,7 +140,10 @@ def processes(checkpoint, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     started = {
         "node": (*_start("spatial_mllm_ros.ros.reward_node", checkpoint, logs / "reward_node.log",
-                         params=["frames_per_call:=1", "autostart:=true"]), logs / "reward_node.log"),
+                         params=["frames_per_call:=1", "autostart:=true",
+                                 # the live-buffer test needs every frame: reliable, deep history
+                                 "qos.images.reliability:=reliable", "qos.images.depth:=50"]),
+                 logs / "reward_node.log"),
         "composed": (*_start("spatial_mllm_ros.ros.composed", checkpoint, logs / "composed.log",
                              namespace=COMPOSED, params=["autostart:=true", "selector:=uniform"]),
                      logs / "composed.log"),
@@ -231,8 +234,10 @@ def test_missing_bag_and_bad_goals_abort_with_clear_errors(server, bags):
 
 def test_goal_from_the_live_buffer_window(server):
     client, action = server
-    publisher = client.node.create_publisher(Image, "/camera/color/image_raw", 10)
+    reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    publisher = client.node.create_publisher(Image, "/camera/color/image_raw", reliable)
     _wait(lambda: publisher.get_subscription_count() > 0, 20.0, "the node's camera subscription")
+    time.sleep(1.0)  # the node's side of the match settles a moment after ours
     _publish_frames(publisher, push_trajectory(6, start_stamp=500.0).frames)
     goal = ScoreTrajectory.Goal(instruction="push the red box", mode="progress", stride=2,
                                 window_start=sec_to_stamp(500.0), window_end=sec_to_stamp(500.85),

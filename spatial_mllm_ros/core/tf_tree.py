@@ -141,10 +141,12 @@ class TfTree:
         values = np.concatenate([translation, quaternion, [stamp]])
         if not np.all(np.isfinite(values)):
             raise TransformError("nan_input", f"transform {parent} -> {child} has non-finite values")
-        if abs(float(quaternion @ quaternion) - 1.0) > QUATERNION_NORM_TOLERANCE:
+        with np.errstate(over="ignore"):  # a huge quaternion overflows to inf, refused just below
+            squared_norm = float(quaternion @ quaternion)
+        if abs(squared_norm - 1.0) > QUATERNION_NORM_TOLERANCE:
             raise TransformError(
                 "denormalized_quaternion", f"transform {parent} -> {child} has a quaternion of norm "
-                f"{float(np.linalg.norm(quaternion)):.4g} (must be 1 within tf2's tolerance)")
+                f"{squared_norm ** 0.5:.4g} (must be 1 within tf2's tolerance)")
         quaternion = quaternion / np.linalg.norm(quaternion)
         edge = self._edges.get(child)
         if edge is None or edge.parent != parent or edge.static != static:
